@@ -1,0 +1,1 @@
+"""dfst-client: the command-line client of the dfst evaluation service."""

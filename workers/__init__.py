@@ -1,0 +1,1 @@
+"""dfst.workers package."""
