@@ -1,0 +1,1 @@
+"""Constant-memory closed-loop rollouts of DFSTs on the grid."""

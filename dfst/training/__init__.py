@@ -1,0 +1,1 @@
+"""DFST model, parallel-scan and fused training, and the training loop."""

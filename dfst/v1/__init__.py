@@ -1,0 +1,1 @@
+"""Generated gRPC and protobuf code for the dfst.v1 API (do not edit; see protos/)."""
