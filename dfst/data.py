@@ -128,7 +128,7 @@ class Coverage:
     @property
     def missing(self) -> list[tuple[int, int]]:
         states, symbols = np.nonzero(self.reachable & ~self.used)
-        return list(zip(states.tolist(), symbols.tolist()))
+        return list(zip(states.tolist(), symbols.tolist(), strict=True))
 
     @property
     def fraction(self) -> float:

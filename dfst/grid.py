@@ -98,14 +98,14 @@ class Grid:
     origin_col: int
 
     @classmethod
-    def from_row(cls, symbols: np.ndarray) -> "Grid":
+    def from_row(cls, symbols: np.ndarray) -> Grid:
         """Return a grid whose row 0 holds ``symbols`` from column 0 on."""
         margin = 2
         cells = np.zeros((1 + 2 * margin, len(symbols) + 2 * margin), dtype=GRID_DTYPE)
         cells[margin, margin : margin + len(symbols)] = symbols
         return cls(cells, margin, margin)
 
-    def copy(self) -> "Grid":
+    def copy(self) -> Grid:
         return Grid(self.cells.copy(), self.origin_row, self.origin_col)
 
     def get(self, row: int, col: int) -> int:
@@ -129,7 +129,7 @@ class Grid:
         rows, cols = np.nonzero(self.cells)
         return [
             (int(i) - self.origin_row, int(j) - self.origin_col, int(self.cells[i, j]))
-            for i, j in zip(rows, cols)
+            for i, j in zip(rows, cols, strict=True)
         ]
 
     def render(

@@ -69,13 +69,16 @@ def _run(expert: ExpertSpec, a: int, b: int, trace_capacity: int):
     limit = step_limit(a, b, expert.alphabet.radix)
     status, steps, cells, origin_row, origin_col, i, j, state = kernels.run_table(
         expert.next_state, expert.write, expert.move, grid.cells, grid.origin_row, grid.origin_col,
-        grid.origin_row, grid.origin_col + expert.start_column(a), expert.start_state, limit, observed, written, motions, record,
+        grid.origin_row, grid.origin_col + expert.start_column(a), expert.start_state, limit,
+        observed, written, motions, record,
     )
     grid = Grid(cells, origin_row, origin_col)
     return status, steps, grid, (i - origin_row, j - origin_col), state, (observed, written, motions)
 
 
-def _check_halted(expert: ExpertSpec, a: int, b: int, status: int, steps: int, grid: Grid, state: int) -> int:
+def _check_halted(
+    expert: ExpertSpec, a: int, b: int, status: int, steps: int, grid: Grid, state: int
+) -> int:
     if status == kernels.UNDEFINED_TRANSITION:
         raise ExpertRunError(
             f"{expert.task} on ({a}, {b}) met a (state, symbol) pair without a rule "

@@ -43,7 +43,7 @@ class DFSTWeights:
     def num_parameters(self) -> int:
         return self.A.size + self.B.size + self.C.size + self.h0.size
 
-    def astype(self, dtype) -> "DFSTWeights":
+    def astype(self, dtype) -> DFSTWeights:
         return DFSTWeights(*(np.ascontiguousarray(t, dtype=dtype) for t in (self.A, self.B, self.C, self.h0)))
 
     def sha256(self) -> str:
@@ -67,7 +67,8 @@ class DFSTWeights:
         expected = {"B": (k, k, d), "C": (k, len(MOTIONS), d), "h0": (d,)}
         for name, shape in expected.items():
             if getattr(self, name).shape != shape:
-                raise WeightsError(f"{name} must have shape {shape} to match A {self.A.shape}, got {getattr(self, name).shape}")
+                actual = getattr(self, name).shape
+                raise WeightsError(f"{name} must have shape {shape} to match A {self.A.shape}, got {actual}")
         if num_symbols is not None and k != num_symbols:
             raise WeightsError(f"the weights have K={k} symbols but the task's alphabet has {num_symbols}")
         for name in ("A", "B", "C", "h0"):

@@ -95,7 +95,7 @@ class ExpertSpec:
     def defined_transitions(self) -> list[tuple[int, int]]:
         """Return every (state, symbol) pair with a defined transition."""
         states, symbols = np.nonzero(self.next_state != UNDEFINED)
-        return list(zip(states.tolist(), symbols.tolist()))
+        return list(zip(states.tolist(), symbols.tolist(), strict=True))
 
     def start_column(self, a: int) -> int:
         """Return the column on row 0 where the agent starts on the problem (a, b)."""
