@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 # Every metric name starts with this prefix.
 METRIC_PREFIX = "dfst_"
 
+# TCP port of the metrics endpoint of `dfst-client serve`; deploy/ manifests use it too.
+DEFAULT_METRICS_PORT = 9479
+
 JOB_KINDS = ("eval", "training")
 # Job states counted by the queued and running gauges.
 ACTIVE_JOB_STATES = ("queued", "running")

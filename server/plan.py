@@ -1,0 +1,219 @@
+"""Evaluation requests, the pairs they expand to and the report they produce.
+
+An evaluation at ``digits`` = n runs the PLG pairs (5 random pairs of exactly n
+digits and 5 random pairs of at most n digits) and the RLG pairs (every pair of
+n-digit repdigits) of arXiv 2511.22751, "Exact Learning of Arithmetic with
+Differentiable Agents".  A search over [min, max] runs those checks at min,
+2·min, 4·min, … and max, and stops at the first length where a pair fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import random
+import sys
+
+from dfst.data import random_operand, repdigit_pairs
+from dfst.experts import TASKS, UnknownTaskError, get_expert
+from dfst.runner import count_steps
+
+logger = logging.getLogger(__name__)
+
+sys.set_int_max_str_digits(0)
+
+CHECKS = ("plg", "rlg")
+DTYPES = ("float32", "float64")
+# Longest operand a request may ask for, in digits; an add10 rollout at this length takes about 2·10¹⁰ steps.
+MAX_DIGITS = 100_000
+PLG_EXACT_PAIRS = 5  # PLG pairs whose operands have exactly n digits
+PLG_UP_TO_PAIRS = 5  # PLG pairs whose operands have at most n digits
+# Operand length of the pair whose step count calibrates the c in c·n² step estimates.
+CALIBRATION_DIGITS = 32
+
+
+class InvalidRequestError(ValueError):
+    """An evaluation or training request has a bad value; the message names it and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRequest:
+    """A validated evaluation request."""
+
+    task: str  # one of dfst.experts.TASKS with a built expert
+    digits: int | None  # operand length, or None for a search
+    search_min: int | None  # smallest length of a search, or None
+    search_max: int | None  # largest length of a search, or None
+    checks: tuple[str, ...]  # subset of CHECKS, in CHECKS order
+    seed: int  # seed of the random PLG pairs
+    model: str  # model name or checkpoint path; never empty after validation
+    dtype: str  # one of DTYPES
+    step_budget: int  # steps per rollout, 0 for the engine's default
+
+    def lengths(self) -> list[int]:
+        """Return the operand lengths to evaluate, in order."""
+        if self.digits is not None:
+            return [self.digits]
+        lengths = []
+        n = self.search_min
+        while n < self.search_max:
+            lengths.append(n)
+            n *= 2
+        lengths.append(self.search_max)
+        return lengths
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvalRequest:
+        return cls(**{**data, "checks": tuple(data["checks"])})
+
+
+def _check_digits(name: str, value: int) -> None:
+    if not 1 <= value <= MAX_DIGITS:
+        raise InvalidRequestError(f"{name} must be between 1 and {MAX_DIGITS} digits, got {value}")
+
+
+def validate_eval_request(
+    task: str, digits: int | None, search: tuple[int, int] | None, checks: list[str], seed: int, model: str,
+    dtype: str, step_budget: int, default_model,
+) -> EvalRequest:
+    """Check every field and fill defaults; raise InvalidRequestError naming the bad value."""
+    try:
+        get_expert(task)
+    except UnknownTaskError as error:
+        raise InvalidRequestError(str(error)) from error
+    except NotImplementedError as error:
+        raise InvalidRequestError(
+            f"task {task!r} has no expert yet; built tasks: {', '.join(built_tasks())}"
+        ) from error
+    if (digits is None) == (search is None):
+        raise InvalidRequestError("give exactly one of digits or a search range [min, max]")
+    if digits is not None:
+        _check_digits("digits", digits)
+    else:
+        low, high = search
+        _check_digits("search min", low)
+        _check_digits("search max", high)
+        if low > high:
+            raise InvalidRequestError(f"search range [{low}, {high}] is empty; min must not exceed max")
+    unknown = [check for check in checks if check not in CHECKS]
+    if unknown:
+        raise InvalidRequestError(f"unknown check {unknown[0]!r}; allowed checks are {', '.join(CHECKS)}")
+    if dtype not in DTYPES:
+        raise InvalidRequestError(f"unknown dtype {dtype!r}; allowed dtypes are {', '.join(DTYPES)}")
+    if seed < 0 or step_budget < 0:
+        raise InvalidRequestError(f"seed and step budget must be non-negative, got {seed} and {step_budget}")
+    return EvalRequest(
+        task=task, digits=digits, search_min=None if search is None else search[0],
+        search_max=None if search is None else search[1],
+        checks=tuple(check for check in CHECKS if check in (checks or CHECKS)),
+        seed=seed, model=model or default_model(task), dtype=dtype, step_budget=step_budget,
+    )
+
+
+def built_tasks() -> list[str]:
+    """Return the tasks whose experts exist."""
+    built = []
+    for task in TASKS:
+        try:
+            get_expert(task)
+        except NotImplementedError:
+            continue
+        built.append(task)
+    return built
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One rollout of an evaluation: a pair of operands at one length for one check."""
+
+    index: int  # position in the job's pair list, from 0
+    step: int  # position of the length in EvalRequest.lengths()
+    check: str  # "plg" or "rlg"
+    digits: int  # operand length of the check
+    a: int
+    b: int
+
+
+def plg_pairs(task: str, digits: int, seed: int) -> list[tuple[int, int]]:
+    """Return the PLG pairs at ``digits``: 5 of exactly that length, then 5 of at most that length."""
+    radix = get_expert(task).alphabet.radix
+    rng = random.Random(f"plg:{task}:{digits}:{seed}")
+    exact = [(random_operand(rng, digits, radix, exact=True), random_operand(rng, digits, radix, exact=True))
+             for _ in range(PLG_EXACT_PAIRS)]
+    up_to = [(random_operand(rng, digits, radix), random_operand(rng, digits, radix)) for _ in range(PLG_UP_TO_PAIRS)]
+    return exact + up_to
+
+
+def plan_units(request: EvalRequest) -> list[Unit]:
+    """Return every rollout the request may run, grouped by length in search order."""
+    radix = get_expert(request.task).alphabet.radix
+    units: list[Unit] = []
+    for step, digits in enumerate(request.lengths()):
+        for check in request.checks:
+            pairs = plg_pairs(request.task, digits, request.seed) if check == "plg" else repdigit_pairs(digits, radix)
+            for a, b in pairs:
+                units.append(Unit(len(units), step, check, digits, a, b))
+    return units
+
+
+@functools.cache
+def steps_per_digit_squared(task: str) -> float:
+    """Return c in the estimate c·n² of the expert's steps on n-digit operands."""
+    expert = get_expert(task)
+    operand = repdigit_pairs(CALIBRATION_DIGITS, expert.alphabet.radix)[-1][0]
+    return count_steps(expert, operand, operand) / CALIBRATION_DIGITS**2
+
+
+def estimate_steps(task: str, a: int, b: int) -> int:
+    """Return an estimate of the expert's steps on (a, b) from the operand lengths."""
+    radix = get_expert(task).alphabet.radix
+    digits = max(len(_digits(a, radix)), len(_digits(b, radix)))
+    return int(steps_per_digit_squared(task) * digits * digits) + 1
+
+
+def _digits(number: int, radix: int) -> str:
+    import numpy as np
+
+    return np.base_repr(number, radix)
+
+
+def build_report(request: EvalRequest, model_sha256: str, units: list[Unit], results: dict[int, dict]) -> dict:
+    """Return the evaluation report: per length and check the verdict and pairs, then PLG, RLG and all_correct."""
+    lengths = []
+    plg = rlg = 0
+    plg_broken = False
+    for step, digits in enumerate(request.lengths()):
+        step_units = [unit for unit in units if unit.step == step]
+        if not all(unit.index in results for unit in step_units):
+            break
+        entry = {"digits": digits}
+        for check in request.checks:
+            rows = [{"a": str(unit.a), "b": str(unit.b), **results[unit.index]}
+                    for unit in step_units if unit.check == check]
+            entry[check] = {"passed": all(row["outcome"] == "correct" for row in rows), "pairs": rows}
+        lengths.append(entry)
+        plg_passed = entry["plg"]["passed"] if "plg" in entry else True
+        if plg_passed and not plg_broken:
+            plg = digits if "plg" in entry else 0
+            if "rlg" in entry and entry["rlg"]["passed"]:
+                rlg = digits
+        else:
+            plg_broken = True
+    all_correct = bool(results) and all(row["outcome"] == "correct" for row in results.values())
+    return {
+        "task": request.task, "model": request.model, "model_sha256": model_sha256, "dtype": request.dtype,
+        "seed": request.seed, "checks": list(request.checks), "lengths": lengths,
+        "plg": plg, "rlg": rlg, "all_correct": all_correct,
+    }
+
+
+def search_stopped(request: EvalRequest, units: list[Unit], results: dict[int, dict], step: int) -> bool:
+    """Return True when length ``step`` is finished and some pair at it failed."""
+    step_units = [unit for unit in units if unit.step == step]
+    if not all(unit.index in results for unit in step_units):
+        return False
+    return any(results[unit.index]["outcome"] != "correct" for unit in step_units)
