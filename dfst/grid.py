@@ -99,7 +99,7 @@ class Grid:
 
     @classmethod
     def from_row(cls, symbols: np.ndarray) -> Grid:
-        """Return a grid whose row 0 holds ``symbols`` from column 0 on."""
+        """Return a grid whose row 0 contains ``symbols`` from column 0 on."""
         margin = 2
         cells = np.zeros((1 + 2 * margin, len(symbols) + 2 * margin), dtype=GRID_DTYPE)
         cells[margin, margin : margin + len(symbols)] = symbols
@@ -188,7 +188,7 @@ def grow_to_contain(
 
 @dataclasses.dataclass(frozen=True)
 class Answer:
-    """What a halted grid holds: a number, or why it is not a well-formed answer."""
+    """The number a halted grid contains, or the reason it is not a well-formed answer."""
 
     digits: str | None  # digit characters, most significant first, or None if malformed
     problem: str | None  # None when well formed

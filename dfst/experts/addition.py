@@ -1,8 +1,8 @@
 """The addition experts add2 and add10: radix + 9 states, about 2·n² steps.
 
 Input ``a+b`` lies on row 0, the agent starts on the ``+``.  A marker ``+`` on
-row 1 stands one column right of the next digit of ``a`` to receive a digit
-of ``b``; row 1 is otherwise blank.  Each round:
+row 1 is one column right of the next digit of ``a`` to receive a digit of
+``b``.  Row 1 is otherwise blank.  Each round:
 
 1. walk right along row 0 to the last digit of ``b`` and erase it;
 2. carry its value (one CARRY state per value) down to row 1 and left over
@@ -37,7 +37,7 @@ def addition_expert(radix: int) -> ExpertSpec:
         rule("MARK", plus, "MARK", KEEP, "D"),
         rule("MARK", blank, "FILL", plus[0], "U"),
     ]
-    # Make sure the column just finished holds a digit, then walk right.
+    # Make sure the column just finished contains a digit, then walk right.
     rules += [
         rule("FILL", blank, "RIGHT", sym.digit(0)[0], "R"),
         rule("FILL", digits + plus, "RIGHT", KEEP, "R"),
@@ -67,7 +67,7 @@ def addition_expert(radix: int) -> ExpertSpec:
         ]
 
     # Merge: step from above the stacked digit to the digit one column left.
-    # The cell above the stacked digit always holds a digit or the '+'.
+    # The cell above the stacked digit always contains a digit or the '+'.
     rules.append(rule("UPLEFT", digits + plus, "INC", KEEP, "L"))
     # Increment with a rippling carry; a blank counts as 0.
     for value in range(radix - 1):
@@ -76,8 +76,8 @@ def addition_expert(radix: int) -> ExpertSpec:
         rule("INC", sym.digit(radix - 1), "INC", sym.digit(0)[0], "L"),
         rule("INC", blank, "DEC", sym.digit(1)[0], "D"),
     ]
-    # Walk right along row 1 to the stacked digit; decrement it and send the
-    # unit up and left, or, once it is 0, erase it and move the marker left.
+    # Walk right along row 1 to the stacked digit and decrement it, sending the
+    # unit up and left.  Once it is 0, erase it and move the marker left.
     rules += [
         rule("DEC", blank, "DEC", KEEP, "R"),
         rule("DEC", sym.digit(0), "MARK", erase, "L"),
