@@ -1,20 +1,334 @@
-"""Entry point of the ``dfst-client`` command."""
+"""dfst-client: evaluate and train DFST models through the dfst service.
+
+Without --server or $DFST_SERVER every command starts a local Ray instance
+and the same gRPC server in-process on a loopback port.
+
+Exit codes: 0 every pair exact, 1 evaluation finished with some pair wrong,
+2 usage error or invalid input, 3 service unavailable or internal failure.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import sys
+
+import grpc
 import typer
+from dfst.client.connection import ServiceUnavailableError, open_stub
+from dfst.client.watch import TERMINAL_STATES, watch_job
+from dfst.server.convert import CHECKS, DTYPES, OUTCOME_NAMES, STATE_NAMES, STATES, message_to_dict
+from rich.console import Console
+from rich.table import Table
 
 import dfst
+from dfst.v1 import jobs_pb2, service_pb2
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_WRONG = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+RPC_TIMEOUT_S = 30.0  # deadline of every unary call
+_USAGE_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False, help=__doc__)
+jobs_app = typer.Typer(help="List, show, watch and cancel jobs.")
+models_app = typer.Typer(help="List models.")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
+
+ServerOption = typer.Option(None, "--server", help="Server address HOST:PORT; default $DFST_SERVER, else embedded.")
+JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout and no progress bars.")
+stdout = Console()
+stderr = Console(stderr=True)
 
 
 @app.callback(invoke_without_command=True)
-def root(version: bool = typer.Option(False, "--version", help="Print the dfst version and exit.")) -> None:
+def root(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", help="Print the dfst version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log INFO messages on stderr."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if version:
         typer.echo(f"dfst {dfst.__version__}")
-        raise typer.Exit(0)
+        raise typer.Exit(EXIT_OK)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(EXIT_USAGE)
+
+
+@contextlib.contextmanager
+def _service(server: str | None):
+    """Yield a stub; turn connection and rpc failures into exit codes with a message on stderr."""
+    try:
+        with open_stub(server) as (stub, _address):
+            yield stub
+    except ServiceUnavailableError as error:
+        stderr.print(f"error: {error}")
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    except grpc.RpcError as error:
+        stderr.print(f"error: {error.code().name}: {error.details()}")
+        raise typer.Exit(EXIT_USAGE if error.code() in _USAGE_CODES else EXIT_UNAVAILABLE) from None
+
+
+def _show_progress(as_json: bool) -> bool:
+    return not as_json and sys.stderr.isatty()
+
+
+def _eval_exit_code(job: jobs_pb2.Job) -> int:
+    if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
+        return EXIT_UNAVAILABLE
+    return EXIT_OK if job.eval_report.all_correct else EXIT_WRONG
+
+
+def _print_eval(job: jobs_pb2.Job, as_json: bool) -> None:
+    report = json.loads(job.eval_report.report_json) if job.eval_report.report_json else None
+    if as_json:
+        verdict = {jobs_pb2.JOB_STATE_SUCCEEDED: "all_correct" if job.eval_report.all_correct else "some_wrong"}
+        document = {
+            "job_id": job.job_id, "state": STATE_NAMES[job.state].value,
+            "verdict": verdict.get(job.state, STATE_NAMES.get(job.state, "unknown")),
+            "error": job.error, "report": report,
+        }
+        typer.echo(json.dumps(document, sort_keys=True))
+        return
+    if report is None:
+        stderr.print(f"job {job.job_id} {STATE_NAMES[job.state].value}: {job.error or 'no report'}")
+        return
+    table = Table(title=f"{report['task']} with {report['model']} ({report['dtype']}), seed {report['seed']}")
+    for column in ("digits", "check", "verdict", "pairs", "correct", "steps", "seconds"):
+        table.add_column(column, justify="right")
+    for entry in report["lengths"]:
+        for check in report["checks"]:
+            if check not in entry:
+                continue
+            pairs = entry[check]["pairs"]
+            correct = sum(row["outcome"] == "correct" for row in pairs)
+            table.add_row(
+                str(entry["digits"]), check.upper(), "pass" if entry[check]["passed"] else "[red]FAIL[/red]",
+                str(len(pairs)), str(correct), f"{sum(row['steps'] for row in pairs):,}",
+                f"{sum(row['seconds'] for row in pairs):.1f}",
+            )
+    stdout.print(table)
+    verdict = "every pair exact" if report["all_correct"] else "[red]some pairs wrong[/red]"
+    stdout.print(f"PLG {report['plg']}, RLG {report['rlg']}: {verdict} (job {job.job_id})")
+
+
+def _interrupted(stub, job_id: str) -> int:
+    """Handle Ctrl+C during a watch: ask whether to cancel; without a terminal leave the job running."""
+    if sys.stdin.isatty():
+        if typer.confirm(f"\ncancel job {job_id}?", default=False):
+            stub.CancelJob(service_pb2.CancelJobRequest(job_id=job_id), timeout=RPC_TIMEOUT_S)
+            stderr.print(f"cancelled job {job_id}")
+            return EXIT_UNAVAILABLE
+    stderr.print(f"job {job_id} left running; follow it with `dfst-client jobs watch {job_id}`")
+    return EXIT_UNAVAILABLE
+
+
+@app.command("eval")
+def eval_command(
+    task: str = typer.Option(..., "--task", help="Task: add2, add10, mult2 or mult10."),
+    digits: int = typer.Option(None, "--digits", help="Operand length in digits."),
+    min_digits: int = typer.Option(None, "--min-digits", help="Smallest length of an LG search, in digits."),
+    max_digits: int = typer.Option(None, "--max-digits", help="Largest length of an LG search, in digits."),
+    check: list[str] = typer.Option(None, "--check", help="plg or rlg; repeatable; default both."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random PLG pairs."),
+    model: str = typer.Option("", "--model", help="Model name or checkpoint path; default the task's default model."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
+    step_budget: int = typer.Option(0, "--step-budget", help="Steps per rollout; 0 for the engine's default."),
+    detach: bool = typer.Option(False, "--detach", help="Print the job id and return without waiting."),
+    as_json: bool = JsonOption,
+    server: str = ServerOption,
+) -> None:
+    """Evaluate PLG and RLG of a model at one length or over a search range."""
+    if (digits is None) == (min_digits is None or max_digits is None):
+        stderr.print("error: give either --digits N or both --min-digits and --max-digits")
+        raise typer.Exit(EXIT_USAGE)
+    for value, name in ((digits, "--digits"), (min_digits, "--min-digits"), (max_digits, "--max-digits")):
+        if value is not None and value < 1:
+            stderr.print(f"error: {name} must be a positive number of digits, got {value}")
+            raise typer.Exit(EXIT_USAGE)
+    if any(name not in CHECKS for name in check) or dtype not in DTYPES:
+        stderr.print(f"error: --check takes {', '.join(CHECKS)} and --dtype takes {', '.join(DTYPES)}")
+        raise typer.Exit(EXIT_USAGE)
+    check = check or []
+    spec = jobs_pb2.EvalSpec(task=task, checks=[CHECKS[name] for name in check], seed=seed, model=model,
+                             dtype=DTYPES[dtype], step_budget=step_budget)
+    if digits is not None:
+        spec.digits = digits
+    else:
+        spec.search.min, spec.search.max = min_digits, max_digits
+
+    with _service(server) as stub:
+        job = stub.SubmitEval(service_pb2.SubmitEvalRequest(spec=spec), timeout=RPC_TIMEOUT_S).job
+        if detach:
+            typer.echo(json.dumps({"job_id": job.job_id}) if as_json else job.job_id)
+            raise typer.Exit(EXIT_OK)
+        try:
+            outcome = watch_job(stub, job.job_id, _show_progress(as_json))
+        except KeyboardInterrupt:
+            raise typer.Exit(_interrupted(stub, job.job_id)) from None
+        _print_eval(outcome.job, as_json)
+        raise typer.Exit(_eval_exit_code(outcome.job))
+
+
+@app.command("train")
+def train_command(
+    task: str = typer.Option(..., "--task", help="Task: add2, add10, mult2 or mult10."),
+    config: str = typer.Option("{}", "--config", help="TrainConfig fields as a JSON object."),
+    name: str = typer.Option("", "--name", help="Name of the saved model; default <task>-<job id prefix>."),
+    detach: bool = typer.Option(False, "--detach", help="Print the job id and return without waiting."),
+    as_json: bool = JsonOption,
+    server: str = ServerOption,
+) -> None:
+    """Train a model on the server and save it in the user registry."""
+    spec = jobs_pb2.TrainingSpec(task=task, config_json=config, model_name=name)
+    with _service(server) as stub:
+        job = stub.SubmitTraining(service_pb2.SubmitTrainingRequest(spec=spec), timeout=RPC_TIMEOUT_S).job
+        if detach:
+            typer.echo(job.job_id)
+            raise typer.Exit(EXIT_OK)
+        try:
+            outcome = watch_job(stub, job.job_id, _show_progress(as_json))
+        except KeyboardInterrupt:
+            raise typer.Exit(_interrupted(stub, job.job_id)) from None
+        _print_job(outcome.job, as_json)
+        raise typer.Exit(EXIT_OK if outcome.job.state == jobs_pb2.JOB_STATE_SUCCEEDED else EXIT_UNAVAILABLE)
+
+
+def _print_job(job: jobs_pb2.Job, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(message_to_dict(job), sort_keys=True))
+        return
+    stdout.print(f"job {job.job_id}: {jobs_pb2.JobKind.Name(job.kind)}, {STATE_NAMES[job.state].value}")
+    if job.error:
+        stdout.print(f"error: {job.error}")
+    if job.HasField("eval_report") and job.eval_report.report_json:
+        _print_eval(job, as_json=False)
+    if job.HasField("training_report"):
+        report = job.training_report
+        stdout.print(f"model {report.model_name}: loss {report.final_loss:.3g} after {report.iterations} iterations")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    limit: int = typer.Option(20, "--limit", help="Maximum number of jobs shown."),
+    as_json: bool = JsonOption,
+    server: str = ServerOption,
+) -> None:
+    """List jobs, newest first."""
+    with _service(server) as stub:
+        jobs = stub.ListJobs(service_pb2.ListJobsRequest(limit=limit), timeout=RPC_TIMEOUT_S).jobs
+    if as_json:
+        typer.echo(json.dumps([message_to_dict(job) for job in jobs], sort_keys=True))
+        return
+    table = Table()
+    for column in ("job id", "kind", "state", "task", "rollouts", "created"):
+        table.add_column(column)
+    for job in jobs:
+        task = job.eval.task if job.kind == jobs_pb2.JOB_KIND_EVAL else job.training.task
+        table.add_row(job.job_id, jobs_pb2.JobKind.Name(job.kind)[9:].lower(), STATE_NAMES[job.state].value, task,
+                      f"{job.progress.rollouts_done}/{job.progress.rollouts_total}",
+                      job.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"))
+    stdout.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, as_json: bool = JsonOption, server: str = ServerOption) -> None:
+    """Show one job and its report."""
+    with _service(server) as stub:
+        job = stub.GetJob(service_pb2.GetJobRequest(job_id=job_id), timeout=RPC_TIMEOUT_S).job
+    _print_job(job, as_json)
+
+
+@jobs_app.command("watch")
+def jobs_watch(job_id: str, as_json: bool = JsonOption, server: str = ServerOption) -> None:
+    """Follow a job until it finishes; the exit code is that of `eval` for evaluation jobs."""
+    with _service(server) as stub:
+        outcome = watch_job(stub, job_id, _show_progress(as_json))
+    _print_job(outcome.job, as_json)
+    if outcome.job.kind == jobs_pb2.JOB_KIND_EVAL:
+        raise typer.Exit(_eval_exit_code(outcome.job))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, as_json: bool = JsonOption, server: str = ServerOption) -> None:
+    """Cancel a queued or running job."""
+    with _service(server) as stub:
+        job = stub.CancelJob(service_pb2.CancelJobRequest(job_id=job_id), timeout=RPC_TIMEOUT_S).job
+    _print_job(job, as_json)
+
+
+@models_app.command("list")
+def models_list(
+    task: str = typer.Option("", "--task", help="Only models of this task."),
+    as_json: bool = JsonOption,
+    server: str = ServerOption,
+) -> None:
+    """List the models evaluation jobs can use."""
+    with _service(server) as stub:
+        models = stub.ListModels(service_pb2.ListModelsRequest(task=task), timeout=RPC_TIMEOUT_S).models
+    if as_json:
+        typer.echo(json.dumps([message_to_dict(model) for model in models], sort_keys=True))
+        return
+    table = Table()
+    for column in ("name", "task", "source", "d", "parameters", "default", "sha256"):
+        table.add_column(column)
+    for model in models:
+        table.add_row(model.name, model.task, model.source, str(model.hidden_dim), f"{model.parameters:,}",
+                      "yes" if model.is_default else "", model.sha256[:12])
+    stdout.print(table)
+
+
+@app.command("serve")
+def serve_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; loopback by default."),
+    port: int = typer.Option(50051, "--port", help="TCP port; 0 picks a free one."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Folder of service.db; default $DFST_DATA_DIR."),
+    workers: int = typer.Option(0, "--workers", help="Rollout actors; 0 means one per CPU."),
+    chunk_steps: int = typer.Option(4_000_000, "--chunk-steps", help="Rollout steps per chunk."),
+    max_active_jobs: int = typer.Option(64, "--max-active-jobs", help="Queued plus running jobs allowed."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster to join; default a local instance."),
+) -> None:
+    """Run the dfst server until SIGTERM or Ctrl+C."""
+    import os
+    import pathlib
+
+    import ray
+    from dfst.server.app import ServerConfig, serve
+    from dfst.server.manager import ManagerConfig
+    from dfst.server.store import StoreError
+    from dfst.workers.actors import WorkerConfig
+
+    logging.getLogger().setLevel(logging.INFO)
+    config = ServerConfig(
+        host=host, port=port, data_dir=pathlib.Path(data_dir) if data_dir else None,
+        manager=ManagerConfig(max_active_jobs=max_active_jobs,
+                              workers=WorkerConfig(num_workers=workers, chunk_steps=chunk_steps)),
+    )
+    if ray_address:
+        ray.init(address=ray_address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        serve(config)
+    except StoreError as error:
+        stderr.print(f"error: {error}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except OSError as error:
+        stderr.print(f"error: {error}")
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    finally:
+        ray.shutdown()
 
 
 def main() -> None:
     app()
+
+
+__all__ = ["STATES", "OUTCOME_NAMES", "TERMINAL_STATES", "app", "main"]

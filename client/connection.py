@@ -1,0 +1,65 @@
+"""How the client reaches a server: --server / $DFST_SERVER, or an embedded one on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import grpc
+
+from dfst.v1 import service_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVER_ENV = "DFST_SERVER"
+CONNECT_TIMEOUT_S = 10.0  # time allowed for the channel to become ready
+
+
+class ServiceUnavailableError(RuntimeError):
+    """No server answers at the target address."""
+
+
+@contextlib.contextmanager
+def open_stub(server: str | None) -> Iterator[tuple[service_pb2_grpc.DfstServiceStub, str]]:
+    """Yield (stub, address) for ``server``, $DFST_SERVER, or a server embedded in this process."""
+    target = server or os.environ.get(SERVER_ENV)
+    if target:
+        with grpc.insecure_channel(target) as channel:
+            _wait_ready(channel, target)
+            yield service_pb2_grpc.DfstServiceStub(channel), target
+        return
+    with embedded_server() as address, grpc.insecure_channel(address) as channel:
+        _wait_ready(channel, address)
+        yield service_pb2_grpc.DfstServiceStub(channel), address
+
+
+def _wait_ready(channel: grpc.Channel, target: str) -> None:
+    try:
+        grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+    except grpc.FutureTimeoutError as error:
+        raise ServiceUnavailableError(
+            f"no dfst server answers at {target} within {CONNECT_TIMEOUT_S:.0f} s; "
+            f"start one with `dfst-client serve` or unset --server and {SERVER_ENV} to run one embedded"
+        ) from error
+
+
+@contextlib.contextmanager
+def embedded_server() -> Iterator[str]:
+    """Start a local Ray instance and the dfst server on a loopback ephemeral port; yield its address."""
+    import ray
+    from dfst.server.app import DfstServer, ServerConfig
+
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING, configure_logging=False)
+        started_ray = True
+    server = DfstServer(ServerConfig(port=0)).start()
+    try:
+        yield server.address
+    finally:
+        server.stop()
+        if started_ray:
+            ray.shutdown()
