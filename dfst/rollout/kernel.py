@@ -1,0 +1,135 @@
+"""The compiled closed-loop step loop, for one rollout or several in lockstep.
+
+Weights are stacked per observed symbol into one matrix ``W[x]`` stored
+transposed as ``(d, R)``: row k holds column k of ``[A[x]; B[x]; C[x]]``, so
+``v = W[x]ᵀ h`` gives the next hidden state ``v[:d]``, the symbol scores
+``v[d:d+K]`` and the motion scores ``v[d+K:d+K+5]`` in one pass.  R is
+``d + K + 5`` rounded up to a multiple of :data:`VECTOR_WIDTH` with zero
+columns, so the loop over R vectorises without a remainder.
+
+Each score is summed over k = 0, 1, …, d-1 in that order, one rounding per
+multiply and per add (no ``fastmath``, no fused multiply-add contraction), so
+the kernel's arithmetic is fixed and independent of the machine's vector
+width.
+
+Several rollouts (lanes) advance in lockstep: every round gives each active
+lane one step.  A lane leaves the round robin when it halts, meets its step
+target, its hidden state turns non-finite, or it moves outside its grid
+window, which the caller then grows; the call returns then, so the window grows
+before the other lanes run far ahead.  Lane grids share one flat ``int8``
+buffer, lane l's window starting at ``offsets[l]`` with ``widths[l]`` columns.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# Lane status codes shared with dfst.rollout.engine.
+RUNNING = 0  # the lane may take more steps
+HALTED = 1  # the lane emitted motion S
+NON_FINITE = 2  # the hidden state before the next step contains NaN or infinity
+NEEDS_GROWTH = 3  # the lane moved outside its grid window
+
+MOTION_STAY = 4
+# Rows of W are padded to a multiple of this many values (one 64-byte vector).
+VECTOR_WIDTH = {"float32": 16, "float64": 8}
+
+_ROW_DELTA = np.array([-1, 1, 0, 0, 0], dtype=np.int64)
+_COL_DELTA = np.array([0, 0, -1, 1, 0], dtype=np.int64)
+
+
+@numba.njit(cache=True, boundscheck=False, nogil=True)
+def _argmax(scores, start, count):
+    """Return the index in [0, count) of the maximum of scores[start:start+count], as numpy.argmax.
+
+    The first maximum wins ties; a NaN counts as the maximum, and the first
+    NaN wins.
+    """
+    best = scores[start]
+    if best != best:
+        return 0
+    index = 0
+    for i in range(1, count):
+        value = scores[start + i]
+        if value > best:
+            best = value
+            index = i
+        elif value != value:
+            return i
+    return index
+
+
+@numba.njit(cache=True, boundscheck=False, nogil=True)
+def lockstep(W, num_symbols, hidden, cells, offsets, widths, heights, rows, cols, steps, targets, status):
+    """Advance every RUNNING lane until it stops; return the number of steps taken in all.
+
+    W: (K, d, R) stacked transposed weights; hidden: (L, d) in W's dtype;
+    cells: flat int8 buffer of every lane's window; offsets, widths, heights,
+    rows, cols, steps, targets, status: (L,) int64 per-lane values, updated in
+    place.  ``rows[l], cols[l]`` are array indices into lane l's window.  A
+    lane stops RUNNING when ``steps[l]`` reaches ``targets[l]``, or with
+    status HALTED, NON_FINITE or NEEDS_GROWTH.
+    """
+    d = W.shape[1]
+    width_r = W.shape[2]
+    lanes = hidden.shape[0]
+    scores = np.empty(width_r, dtype=W.dtype)
+    active = np.empty(lanes, dtype=np.int64)
+    count = 0
+    for lane in range(lanes):
+        if status[lane] == RUNNING and steps[lane] < targets[lane]:
+            active[count] = lane
+            count += 1
+    total = 0
+
+    while count > 0:
+        kept = 0
+        for slot in range(count):
+            lane = active[slot]
+            h = hidden[lane]
+            position = offsets[lane] + rows[lane] * widths[lane] + cols[lane]
+            observed = cells[position]
+            matrix = W[observed]
+            for r in range(width_r):
+                scores[r] = 0.0
+            for k in range(d):
+                hk = h[k]
+                row = matrix[k]
+                for r in range(width_r):
+                    scores[r] = scores[r] + row[r] * hk
+            if scores[0] - scores[0] != 0.0:
+                # a non-finite h makes every score non-finite (inf * 0 is NaN),
+                # so the full check runs only when the first score is suspect
+                finite = True
+                for k in range(d):
+                    if h[k] - h[k] != 0.0:
+                        finite = False
+                if not finite:
+                    status[lane] = NON_FINITE
+                    continue
+
+            written = _argmax(scores, d, num_symbols)
+            motion = _argmax(scores, d + num_symbols, 5)
+            cells[position] = written
+            for k in range(d):
+                h[k] = scores[k]
+            steps[lane] += 1
+            total += 1
+
+            if motion == MOTION_STAY:
+                status[lane] = HALTED
+                continue
+            i = rows[lane] + _ROW_DELTA[motion]
+            j = cols[lane] + _COL_DELTA[motion]
+            rows[lane] = i
+            cols[lane] = j
+            if i < 0 or j < 0 or i >= heights[lane] or j >= widths[lane]:
+                # the caller grows the window; the other lanes resume on the next call
+                status[lane] = NEEDS_GROWTH
+                return total
+            if steps[lane] < targets[lane]:
+                active[kept] = lane
+                kept += 1
+        count = kept
+    return total

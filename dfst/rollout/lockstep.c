@@ -1,0 +1,136 @@
+/*
+ * Closed-loop DFST rollouts in lockstep: the native twin of the numba
+ * kernel in kernel.py, with the same arithmetic and lane protocol.
+ *
+ * W is (K, d, R) with R a multiple of the vector width: row k of W[x] holds
+ * column k of [A[x]; B[x]; C[x]] followed by zero padding.  Each score is
+ * summed over k = 0 .. d-1 in order with one rounding per multiply and per
+ * add (the file is compiled with -ffp-contract=off), so results match the
+ * numba kernel bit for bit.
+ *
+ * Lanes are stepped GROUP at a time (2 measured fastest for add10 on AVX-512) with their accumulators interleaved, so
+ * the multiply-add chains of different lanes overlap in the pipeline.  When
+ * fewer than GROUP lanes are active the last one is computed again in the
+ * spare slots and its result dropped, so every lane goes through identical
+ * instructions whatever the group it lands in.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#define RUNNING 0
+#define HALTED 1
+#define NON_FINITE 2
+#define NEEDS_GROWTH 3
+#define STAY 4
+#define MAX_VECTORS 16
+
+static const int64_t ROW_DELTA[5] = {-1, 1, 0, 0, 0};
+static const int64_t COL_DELTA[5] = {0, 0, -1, 1, 0};
+
+#define CASE(NAME, NV)                                                                                    \
+    case NV:                                                                                              \
+        return NAME##_body(W, num_symbols, d, r, lanes, hidden, cells, offsets, widths, heights, rows,    \
+                           cols, steps, targets, status, active, NV);
+
+#define DEFINE_LOCKSTEP(NAME, REAL, WIDTH, GROUP)                                                         \
+typedef REAL NAME##_vec __attribute__((vector_size(WIDTH * sizeof(REAL))));                              \
+                                                                                                          \
+static int64_t NAME##_argmax(const REAL *scores, int64_t count) {                                        \
+    REAL best = scores[0];                                                                                \
+    if (best != best) return 0;                                                                           \
+    int64_t index = 0;                                                                                    \
+    for (int64_t i = 1; i < count; i++) {                                                                 \
+        REAL value = scores[i];                                                                           \
+        if (value > best) { best = value; index = i; }                                                    \
+        else if (value != value) return i;                                                                \
+    }                                                                                                     \
+    return index;                                                                                         \
+}                                                                                                         \
+                                                                                                          \
+static inline __attribute__((always_inline)) int64_t NAME##_body(                                      \
+        const REAL *W, int64_t num_symbols, int64_t d, int64_t r, int64_t lanes, REAL *hidden,           \
+        int8_t *cells, const int64_t *offsets, const int64_t *widths, const int64_t *heights,            \
+        int64_t *rows, int64_t *cols, int64_t *steps, const int64_t *targets, int64_t *status,            \
+        int64_t *active, const int nv) {                                                                  \
+    int64_t count = 0;                                                                                    \
+    for (int64_t lane = 0; lane < lanes; lane++)                                                          \
+        if (status[lane] == RUNNING && steps[lane] < targets[lane]) active[count++] = lane;               \
+    int64_t total = 0;                                                                                    \
+    int growth = 0;                                                                                       \
+    NAME##_vec acc[GROUP][MAX_VECTORS];                                                                   \
+    while (count > 0) {                                                                                   \
+        int64_t kept = 0;                                                                                 \
+        for (int64_t start = 0; start < count; start += GROUP) {                                          \
+            int64_t lane_of[GROUP], position[GROUP];                                                      \
+            const REAL *matrix[GROUP];                                                                    \
+            for (int g = 0; g < GROUP; g++) {                                                             \
+                int64_t slot = start + g < count ? start + g : count - 1;                                 \
+                int64_t lane = active[slot];                                                              \
+                lane_of[g] = lane;                                                                        \
+                position[g] = offsets[lane] + rows[lane] * widths[lane] + cols[lane];                     \
+                matrix[g] = W + (int64_t)cells[position[g]] * d * r;                                      \
+            }                                                                                             \
+            /* the lanes' products, interleaved one k at a time */                                        \
+            for (int g = 0; g < GROUP; g++)                                                               \
+                for (int v = 0; v < nv; v++) acc[g][v] = (NAME##_vec){0};                                 \
+            for (int64_t k = 0; k < d; k++) {                                                             \
+                for (int g = 0; g < GROUP; g++) {                                                         \
+                    const NAME##_vec *row = (const NAME##_vec *)(matrix[g] + k * r);                      \
+                    REAL hk = hidden[lane_of[g] * d + k];                                                 \
+                    for (int v = 0; v < nv; v++) acc[g][v] = acc[g][v] + row[v] * hk;                     \
+                }                                                                                         \
+            }                                                                                             \
+            for (int g = 0; g < GROUP && start + g < count; g++) {                                        \
+                int64_t lane = lane_of[g];                                                                \
+                REAL *h = hidden + lane * d;                                                              \
+                REAL scores[MAX_VECTORS * WIDTH];                                                         \
+                memcpy(scores, acc[g], (size_t)r * sizeof(REAL));                                         \
+                /* a non-finite h makes every score non-finite (inf * 0 is NaN); a finite h gives a      \
+                   finite h[k], so the full check runs only when the first score is suspect */            \
+                if (scores[0] - scores[0] != 0) {                                                         \
+                    int finite = 1;                                                                       \
+                    for (int64_t k = 0; k < d; k++)                                                       \
+                        if (h[k] - h[k] != 0) finite = 0;                                                 \
+                    if (!finite) { status[lane] = NON_FINITE; continue; }                                 \
+                }                                                                                         \
+                int64_t written = NAME##_argmax(scores + d, num_symbols);                                 \
+                int64_t motion = NAME##_argmax(scores + d + num_symbols, 5);                              \
+                cells[position[g]] = (int8_t)written;                                                     \
+                memcpy(h, scores, (size_t)d * sizeof(REAL));                                              \
+                steps[lane] += 1;                                                                         \
+                total += 1;                                                                               \
+                if (motion == STAY) { status[lane] = HALTED; continue; }                                  \
+                int64_t i = rows[lane] + ROW_DELTA[motion];                                               \
+                int64_t j = cols[lane] + COL_DELTA[motion];                                               \
+                rows[lane] = i;                                                                           \
+                cols[lane] = j;                                                                           \
+                if (i < 0 || j < 0 || i >= heights[lane] || j >= widths[lane]) {                          \
+                    status[lane] = NEEDS_GROWTH;                                                          \
+                    growth = 1;                                                                           \
+                    continue;                                                                             \
+                }                                                                                         \
+                if (steps[lane] < targets[lane]) active[kept++] = lane;                                   \
+            }                                                                                             \
+            /* the caller grows the window; the other lanes resume on the next call */                   \
+            if (growth) return total;                                                                     \
+        }                                                                                                 \
+        count = kept;                                                                                     \
+    }                                                                                                     \
+    return total;                                                                                         \
+}                                                                                                         \
+                                                                                                          \
+/* One copy of the body per vector count, so that the accumulators stay in registers. */                 \
+int64_t NAME(const REAL *W, int64_t num_symbols, int64_t d, int64_t r, int64_t lanes, REAL *hidden,     \
+             int8_t *cells, const int64_t *offsets, const int64_t *widths, const int64_t *heights,       \
+             int64_t *rows, int64_t *cols, int64_t *steps, const int64_t *targets, int64_t *status,       \
+             int64_t *active) {                                                                           \
+    switch (r / WIDTH * (r % WIDTH == 0)) {                                                               \
+        CASE(NAME, 1) CASE(NAME, 2) CASE(NAME, 3) CASE(NAME, 4) CASE(NAME, 5) CASE(NAME, 6)               \
+        CASE(NAME, 7) CASE(NAME, 8) CASE(NAME, 9) CASE(NAME, 10) CASE(NAME, 11) CASE(NAME, 12)           \
+        CASE(NAME, 13) CASE(NAME, 14) CASE(NAME, 15) CASE(NAME, 16)                                       \
+        default: return -1;                                                                               \
+    }                                                                                                     \
+}
+
+DEFINE_LOCKSTEP(lockstep_float32, float, 16, 2)
+DEFINE_LOCKSTEP(lockstep_float64, double, 8, 2)

@@ -1,0 +1,266 @@
+"""The compiled rollout engine against the PyTorch reference, and its resumable state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dfst import get_expert, oracle_weights
+from dfst.data import repdigit
+from dfst.grid import MOTIONS, Grid
+from dfst.rollout import (
+    RolloutInputError,
+    RolloutState,
+    advance,
+    advance_many,
+    engine,
+    finish,
+    native,
+    run_rollout,
+    start_rollout,
+)
+from dfst.rollout.reference import reference_rollout
+from dfst.weights import DFSTWeights
+
+
+def perturbed(weights: DFSTWeights, scale: float, seed: int) -> DFSTWeights:
+    rng = np.random.default_rng(seed)
+    return DFSTWeights(*(t + scale * rng.standard_normal(t.shape).astype(t.dtype)
+                         for t in (weights.A, weights.B, weights.C, weights.h0)))
+
+
+def problems(task: str) -> list[tuple[int, int]]:
+    radix = get_expert(task).alphabet.radix
+    rng = np.random.default_rng(7)
+    pairs = [(0, 0), (1, radix - 1), (repdigit(radix - 1, 4, radix), 1)]
+    pairs += [(int(rng.integers(0, radix**5)), int(rng.integers(0, radix**3))) for _ in range(3)]
+    return pairs
+
+
+def nonblank(state: RolloutState) -> list[tuple[int, int, int]]:
+    return Grid(state.cells, state.origin_row, state.origin_col).nonblank_cells()
+
+
+def run_to_end(weights, state, chunk):
+    while state.status == "running":
+        state = advance(weights, state, chunk)
+    return state
+
+
+def test_oracle_rollout_correct(task):
+    weights = oracle_weights(get_expert(task))
+    for a, b in problems(task):
+        result = run_rollout(weights, task, a, b)
+        assert result.outcome == "correct", (a, b, result)
+        assert result.answer_length == result.expected_length
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("noise", [0.0, 1e-3])
+def test_engine_matches_reference(task, dtype, noise):
+    weights = perturbed(oracle_weights(get_expert(task)), noise, seed=3) if noise else oracle_weights(get_expert(task))
+    for a, b in problems(task)[:4]:
+        reference = reference_rollout(weights, task, a, b, dtype=dtype)
+        state = run_to_end(weights, start_rollout(weights, task, a, b, dtype=dtype), 10**9)
+        assert state.status == reference.status
+        assert state.steps == reference.steps
+        assert (state.row, state.col) == (reference.row, reference.col)
+        assert nonblank(state) == nonblank(reference)
+        np.testing.assert_allclose(state.hidden, reference.hidden, rtol=1e-4, atol=1e-5)
+
+
+def test_numba_kernel_matches_native(task, monkeypatch):
+    if native.native_kernels() is None:
+        pytest.skip("no C compiler: only the numba kernel exists here")
+    weights = perturbed(oracle_weights(get_expert(task)), 1e-3, seed=5)
+    a, b = problems(task)[3]
+    native_state = run_to_end(weights, start_rollout(weights, task, a, b), 10**9)
+    monkeypatch.setattr(native, "native_kernels", lambda: None)
+    numba_state = run_to_end(weights, start_rollout(weights, task, a, b), 10**9)
+    assert numba_state.steps == native_state.steps
+    assert np.array_equal(numba_state.hidden, native_state.hidden)
+    assert np.array_equal(numba_state.cells, native_state.cells)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_chunks_with_serialization_match_one_run(chunk):
+    task = "add10"
+    weights = perturbed(oracle_weights(get_expert(task)), 1e-3, seed=11)
+    a, b = 987_654_321, 123_456_789
+    whole = run_to_end(weights, start_rollout(weights, task, a, b), 10**9)
+    state = start_rollout(weights, task, a, b)
+    while state.status == "running":
+        state = RolloutState.from_bytes(advance(weights, state, chunk).to_bytes())
+    assert state.status == whole.status
+    assert state.steps == whole.steps
+    assert np.array_equal(state.hidden, whole.hidden)
+    assert nonblank(state) == nonblank(whole)
+    assert finish(state).outcome == finish(whole).outcome
+
+
+RESUME_SCRIPT = """
+import sys
+import numpy as np
+from dfst import get_expert, oracle_weights
+from dfst.rollout import RolloutState, advance
+from dfst.weights import DFSTWeights
+rng = np.random.default_rng(11)
+w = oracle_weights(get_expert("add10"))
+w = DFSTWeights(*(t + 1e-3 * rng.standard_normal(t.shape).astype(t.dtype) for t in (w.A, w.B, w.C, w.h0)))
+state = RolloutState.from_bytes(sys.stdin.buffer.read())
+sys.stdout.buffer.write(advance(w, state, int(sys.argv[1])).to_bytes())
+"""
+
+
+def test_resume_in_fresh_subprocess():
+    task = "add10"
+    weights = perturbed(oracle_weights(get_expert(task)), 1e-3, seed=11)
+    a, b = 987_654_321, 123_456_789
+    whole = run_to_end(weights, start_rollout(weights, task, a, b), 10**9)
+    assert whole.steps > 250
+    state = advance(weights, start_rollout(weights, task, a, b), 100)
+    completed = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, "150"], input=state.to_bytes(),
+                               capture_output=True, check=True, timeout=120)
+    state = RolloutState.from_bytes(completed.stdout)
+    assert state.steps == 250
+    state = run_to_end(weights, state, 10**9)
+    assert state.steps == whole.steps
+    assert np.array_equal(state.hidden, whole.hidden)
+    assert nonblank(state) == nonblank(whole)
+
+
+def test_advance_many_matches_advance_alone():
+    task = "add10"
+    weights = perturbed(oracle_weights(get_expert(task)), 1e-3, seed=2)
+    pairs = [(5, 7), (123_456, 99), (repdigit(9, 12, 10), repdigit(9, 12, 10)), (0, 1), (31_415, 27_182)]
+    states = [start_rollout(weights, task, a, b) for a, b in pairs]
+    states[1] = advance(weights, states[1], 33)
+    for chunk in (1, 50, 10**9):
+        together = advance_many(weights, states, chunk)
+        alone = [advance(weights, state, chunk) for state in states]
+        for x, y in zip(together, alone, strict=True):
+            assert (x.status, x.steps, x.row, x.col) == (y.status, y.steps, y.row, y.col)
+            assert np.array_equal(x.hidden, y.hidden)
+            assert nonblank(x) == nonblank(y)
+        states = together
+    assert all(state.status == "halted" for state in states)
+
+
+def test_advance_leaves_input_unchanged():
+    weights = oracle_weights(get_expert("add2"))
+    state = start_rollout(weights, "add2", 5, 3)
+    before = state.to_bytes()
+    advance(weights, state, 10)
+    assert state.to_bytes() == before
+
+
+def halted_with_row(digits: str, a: int, b: int) -> RolloutState:
+    """Return a halted add10 state whose grid holds ``digits`` on one row."""
+    state = start_rollout(oracle_weights(get_expert("add10")), "add10", a, b, step_budget=10)
+    grid = Grid.from_row(np.array([1 + int(c) for c in digits], dtype=np.int8))
+    state.cells, state.origin_row, state.origin_col = grid.cells, grid.origin_row, grid.origin_col
+    state.status = "halted"
+    return state
+
+
+def test_wrong_answer_reports_first_digit():
+    result = finish(halted_with_row("142", 100, 32))
+    assert result.outcome == "wrong"
+    assert result.first_wrong_digit == 1
+    assert result.expected_length == 3
+    assert result.answer_length == 3
+
+
+def test_short_answer_reports_its_length():
+    result = finish(halted_with_row("13", 100, 32))
+    assert result.outcome == "wrong"
+    assert result.first_wrong_digit == 2
+    assert result.answer_length == 2
+
+
+def test_leading_zero_is_malformed():
+    result = finish(halted_with_row("0132", 100, 32))
+    assert result.outcome == "wrong"
+    assert result.answer_length is None
+    assert "leading zero" in result.detail
+
+
+def test_halting_at_once_is_malformed():
+    weights = oracle_weights(get_expert("add10"))
+    C = np.zeros_like(weights.C)
+    C[:, MOTIONS.index("S"), :] = 1.0
+    result = run_rollout(DFSTWeights(weights.A, weights.B, C, weights.h0), "add10", 12, 34)
+    assert result.outcome == "wrong"
+    assert result.steps == 1
+    assert result.answer_length is None
+    assert "operator" in result.detail
+
+
+def test_budget_exceeded():
+    weights = oracle_weights(get_expert("add10"))
+    result = run_rollout(weights, "add10", 123, 456, step_budget=40, chunk_steps=16)
+    assert result.outcome == "budget_exceeded"
+    assert result.steps == 40
+
+
+def test_exploding_hidden_state_is_non_finite():
+    weights = oracle_weights(get_expert("add10"))
+    result = run_rollout(DFSTWeights(weights.A * np.float32(1e20), weights.B, weights.C, weights.h0),
+                         "add10", 123, 456)
+    assert result.outcome == "non_finite"
+    # 1e20 ** 2 is finite in float32 only up to 3.4e38, so h turns infinite after two steps
+    assert result.steps == 2
+
+
+def test_float64_delays_overflow():
+    weights = oracle_weights(get_expert("add10"))
+    scaled = DFSTWeights(weights.A * 1e20, weights.B, weights.C, weights.h0)
+    result = run_rollout(scaled, "add10", 123, 456, dtype="float64")
+    assert result.outcome == "non_finite"
+    # 1e20 ** 16 exceeds the float64 maximum of 1.8e308
+    assert result.steps == 16
+
+
+def test_grid_limit_stops_runaway(monkeypatch):
+    weights = oracle_weights(get_expert("add2"))
+    A = np.zeros_like(weights.A)
+    A[:] = np.eye(weights.hidden_dim, dtype=A.dtype)
+    C = np.zeros_like(weights.C)
+    C[:, MOTIONS.index("R"), :] = 1.0
+    monkeypatch.setattr(engine, "MAX_GRID_CELLS", 4096)
+    result = run_rollout(DFSTWeights(A, weights.B, C, weights.h0), "add2", 1, 1, step_budget=10**6)
+    assert result.outcome == "budget_exceeded"
+    assert "grid window" in result.detail
+    assert result.steps < 4096
+
+
+def test_invalid_inputs_rejected():
+    weights = oracle_weights(get_expert("add10"))
+    with pytest.raises(RolloutInputError, match="K=12 symbols but"):
+        start_rollout(weights, "add2", 1, 1)
+    broken = DFSTWeights(weights.A, weights.B, weights.C, np.full_like(weights.h0, np.nan))
+    with pytest.raises(RolloutInputError, match="non-finite"):
+        start_rollout(broken, "add10", 1, 1)
+    with pytest.raises(RolloutInputError, match="non-negative"):
+        start_rollout(weights, "add10", -1, 1)
+    with pytest.raises(RolloutInputError, match="digits"):
+        start_rollout(weights, "add10", 10 ** (engine.MAX_DIGITS + 5), 1)
+    with pytest.raises(RolloutInputError, match="dtype"):
+        start_rollout(weights, "add10", 1, 1, dtype="float16")
+    with pytest.raises(RolloutInputError, match="still running"):
+        finish(start_rollout(weights, "add10", 1, 1))
+    with pytest.raises(RolloutInputError, match="invalid rollout state"):
+        RolloutState.from_bytes(b"not a state")
+
+
+def test_state_bytes_round_trip_large_operands():
+    weights = oracle_weights(get_expert("add10"))
+    a = repdigit(7, 5000, 10)
+    state = start_rollout(weights, "add10", a, a, step_budget=10)
+    copy = RolloutState.from_bytes(state.to_bytes())
+    assert copy.a == a
+    assert np.array_equal(copy.cells, state.cells)
+    assert copy.step_budget == 10
