@@ -11,6 +11,7 @@ import threading
 from concurrent import futures
 
 import grpc
+from dfst.server import auth
 from dfst.server.manager import JobManager, ManagerConfig
 from dfst.server.service import DfstServicer
 from dfst.server.store import JobStore, default_data_dir
@@ -34,28 +35,38 @@ class ServerConfig:
     data_dir: pathlib.Path | None = None  # folder of service.db; None means $DFST_DATA_DIR or ~/.local/share/dfst
     max_rpc_threads: int = 16  # threads serving rpcs, watches included
     manager: ManagerConfig = ManagerConfig()  # job limits and worker placement
+    security: auth.SecurityConfig = auth.SecurityConfig()  # token and TLS; a token is required off loopback
+
+
+def _bracketed(host: str) -> str:
+    """Return an IPv6 literal in brackets, as HOST:PORT addresses need; other hosts unchanged."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 class DfstServer:
     """A running server: gRPC front end, job manager and store."""
 
     def __init__(self, config: ServerConfig = ServerConfig()):
+        auth.check_security(config.host, config.security)
         self.config = config
         self.store = JobStore(config.data_dir or default_data_dir())
         self.manager = JobManager(self.store, config.manager)
         self.health = health.HealthServicer()
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=config.max_rpc_threads))
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.max_rpc_threads),
+            interceptors=auth.server_interceptors(config.security),
+        )
         service_pb2_grpc.add_DfstServiceServicer_to_server(DfstServicer(self.manager), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
-        self.port = self._grpc.add_insecure_port(f"{config.host}:{config.port}")
+        self.port = auth.add_port(self._grpc, f"{_bracketed(config.host)}:{config.port}", config.security)
         if self.port == 0:
             raise OSError(f"cannot bind {config.host}:{config.port}; pick another port with --port")
         self._stopped = threading.Event()
 
     @property
     def address(self) -> str:
-        return f"{self.config.host}:{self.port}"
+        return f"{_bracketed(self.config.host)}:{self.port}"
 
     def start(self) -> DfstServer:
         """Start the job manager (and its Ray workers), then accept rpcs."""
