@@ -21,3 +21,14 @@ for _task in TASKS:
 @pytest.fixture(params=BUILT_TASKS)
 def task(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One real local Ray instance for the whole test session (Ray has no local mode)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
