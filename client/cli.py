@@ -18,6 +18,7 @@ import grpc
 import typer
 from dfst.client.connection import ServiceUnavailableError, open_stub
 from dfst.client.watch import TERMINAL_STATES, watch_job
+from dfst.server import auth
 from dfst.server.convert import CHECKS, DTYPES, OUTCOME_NAMES, STATE_NAMES, STATES, message_to_dict
 from rich.console import Console
 from rich.table import Table
@@ -32,7 +33,10 @@ EXIT_WRONG = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 RPC_TIMEOUT_S = 30.0  # deadline of every unary call
-_USAGE_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
+_USAGE_CODES = (
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.UNAUTHENTICATED,
+)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False, help=__doc__)
 jobs_app = typer.Typer(help="List, show, watch and cancel jobs.")
@@ -44,6 +48,8 @@ ServerOption = typer.Option(None, "--server", help="Server address HOST:PORT; de
 JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout and no progress bars.")
 stdout = Console()
 stderr = Console(stderr=True)
+# Connection settings from the root options, read by every command that calls a remote server.
+_connection = {"token_file": None, "tls_ca": None, "tls_server_name": None}
 
 
 @app.callback(invoke_without_command=True)
@@ -51,9 +57,17 @@ def root(
     ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the dfst version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log INFO messages on stderr."),
+    token_file: str = typer.Option(
+        None, "--token-file", help=f"File containing the server's bearer token; default ${auth.TOKEN_ENV}."
+    ),
+    tls_ca: str = typer.Option(None, "--tls-ca", help="PEM root certificates; connect to --server over TLS."),
+    tls_server_name: str = typer.Option(
+        None, "--tls-server-name", help="Host name expected in the server's certificate; default the --server host."
+    ),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _connection.update(token_file=token_file, tls_ca=tls_ca, tls_server_name=tls_server_name)
     if version:
         typer.echo(f"dfst {dfst.__version__}")
         raise typer.Exit(EXIT_OK)
@@ -66,8 +80,12 @@ def root(
 def _service(server: str | None):
     """Yield a stub; turn connection and rpc failures into exit codes with a message on stderr."""
     try:
-        with open_stub(server) as (stub, _address):
+        token = auth.read_token(_connection["token_file"])
+        with open_stub(server, token, _connection["tls_ca"], _connection["tls_server_name"]) as (stub, _address):
             yield stub
+    except auth.AuthConfigError as error:
+        stderr.print(f"error: {error}")
+        raise typer.Exit(EXIT_USAGE) from None
     except ServiceUnavailableError as error:
         stderr.print(f"error: {error}")
         raise typer.Exit(EXIT_UNAVAILABLE) from None
@@ -294,6 +312,14 @@ def serve_command(
     chunk_steps: int = typer.Option(4_000_000, "--chunk-steps", help="Rollout steps per chunk."),
     max_active_jobs: int = typer.Option(64, "--max-active-jobs", help="Queued plus running jobs allowed."),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster to join; default a local instance."),
+    token_file: str = typer.Option(
+        None, "--token-file", help=f"File containing the bearer token clients must send; default ${auth.TOKEN_ENV}."
+    ),
+    require_token: bool = typer.Option(
+        False, "--require-token", help="Demand the token on loopback too; off loopback it is always required."
+    ),
+    tls_cert: str = typer.Option(None, "--tls-cert", help="PEM certificate chain; serve over TLS."),
+    tls_key: str = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
 ) -> None:
     """Run the dfst server until SIGTERM or Ctrl+C."""
     import os
@@ -306,10 +332,21 @@ def serve_command(
     from dfst.workers.actors import WorkerConfig
 
     logging.getLogger().setLevel(logging.INFO)
+    try:
+        security = auth.SecurityConfig(
+            token=auth.read_token(token_file), require_token=require_token,
+            tls_cert_file=pathlib.Path(tls_cert) if tls_cert else None,
+            tls_key_file=pathlib.Path(tls_key) if tls_key else None,
+        )
+        auth.check_security(host, security)
+    except auth.AuthConfigError as error:
+        stderr.print(f"error: {error}")
+        raise typer.Exit(EXIT_USAGE) from None
     config = ServerConfig(
         host=host, port=port, data_dir=pathlib.Path(data_dir) if data_dir else None,
         manager=ManagerConfig(max_active_jobs=max_active_jobs,
                               workers=WorkerConfig(num_workers=workers, chunk_steps=chunk_steps)),
+        security=security,
     )
     if ray_address:
         ray.init(address=ray_address, log_to_driver=False)

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 
 import grpc
+from dfst.server import auth
 
 from dfst.v1 import service_pb2_grpc
 
@@ -22,11 +23,20 @@ class ServiceUnavailableError(RuntimeError):
 
 
 @contextlib.contextmanager
-def open_stub(server: str | None) -> Iterator[tuple[service_pb2_grpc.DfstServiceStub, str]]:
-    """Yield (stub, address) for ``server``, $DFST_SERVER, or a server embedded in this process."""
+def open_stub(
+    server: str | None,
+    token: str | None = None,
+    root_certs_file: str | os.PathLike | None = None,
+    server_name: str | None = None,
+) -> Iterator[tuple[service_pb2_grpc.DfstServiceStub, str]]:
+    """Yield (stub, address) for ``server``, $DFST_SERVER, or a server embedded in this process.
+
+    A remote server gets ``token`` as bearer metadata on every call, over TLS
+    checked against ``root_certs_file`` when that is given.
+    """
     target = server or os.environ.get(SERVER_ENV)
     if target:
-        with grpc.insecure_channel(target) as channel:
+        with auth.open_channel(target, token, root_certs_file, server_name) as channel:
             _wait_ready(channel, target)
             yield service_pb2_grpc.DfstServiceStub(channel), target
         return
