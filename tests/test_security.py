@@ -221,3 +221,55 @@ def test_token_absent_from_logs_and_errors(token_server, caplog):
     for text in texts:
         assert TOKEN not in text
         assert WRONG_TOKEN not in text
+
+
+def _run_client(args: list[str], env: dict[str, str] | None = None):
+    from dfst.client.cli import app
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(app, args, env=env)
+
+
+def test_client_token_file_reaches_server(token_server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    result = _run_client(["--token-file", str(token_file), "jobs", "list", "--json", "--server", token_server.address])
+    assert result.exit_code == 0, result.output
+    assert TOKEN not in result.output
+
+
+def test_client_token_env_reaches_server(token_server):
+    result = _run_client(["jobs", "list", "--json", "--server", token_server.address], env={auth.TOKEN_ENV: TOKEN})
+    assert result.exit_code == 0, result.output
+
+
+def test_client_missing_token_exit_code(token_server, monkeypatch):
+    monkeypatch.delenv(auth.TOKEN_ENV, raising=False)
+    result = _run_client(["jobs", "show", UNKNOWN_JOB, "--server", token_server.address])
+    assert result.exit_code == 2
+    assert "UNAUTHENTICATED" in result.output
+
+
+def test_client_wrong_token_hidden_in_output(token_server, caplog):
+    caplog.set_level(logging.DEBUG)
+    args = ["--verbose", "jobs", "show", UNKNOWN_JOB, "--server", token_server.address]
+    result = _run_client(args, env={auth.TOKEN_ENV: WRONG_TOKEN})
+    assert result.exit_code == 2
+    assert "UNAUTHENTICATED" in result.output
+    assert WRONG_TOKEN not in result.output
+    assert WRONG_TOKEN not in caplog.text
+    assert result.exception is None or WRONG_TOKEN not in "".join(traceback.format_exception(result.exception))
+
+
+def test_client_tls_with_token(tls_server):
+    server, cert = tls_server
+    args = ["--tls-ca", str(cert), "jobs", "list", "--json", "--server", server.address]
+    result = _run_client(args, env={auth.TOKEN_ENV: TOKEN})
+    assert result.exit_code == 0, result.output
+
+
+def test_serve_rejects_public_host_without_token(monkeypatch):
+    monkeypatch.delenv(auth.TOKEN_ENV, raising=False)
+    result = _run_client(["serve", "--host", "0.0.0.0", "--port", "0"])
+    assert result.exit_code == 2
+    assert "token is required" in result.output
