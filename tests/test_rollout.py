@@ -16,13 +16,16 @@ from dfst.rollout import (
     RolloutState,
     advance,
     advance_many,
+    default_step_budget,
     engine,
     finish,
     native,
     run_rollout,
     start_rollout,
 )
+from dfst.rollout.budget import expert_step_counts
 from dfst.rollout.reference import reference_rollout
+from dfst.runner import count_steps
 from dfst.weights import DFSTWeights
 
 
@@ -264,3 +267,16 @@ def test_state_bytes_round_trip_large_operands():
     assert copy.a == a
     assert np.array_equal(copy.cells, state.cells)
     assert copy.step_budget == 10
+
+
+def test_expert_step_counts_match_runner(task):
+    expert = get_expert(task)
+    pairs = problems(task) + [(repdigit(1, 30, expert.alphabet.radix), 5)]
+    assert expert_step_counts(expert, pairs) == [count_steps(expert, a, b) for a, b in pairs]
+
+
+def test_default_budget_beyond_str_limit():
+    a = repdigit(9, 5000, 10)
+    budget = default_step_budget("add10", a, a)
+    assert budget == int(expert_step_counts(get_expert("add10"), [(a, a)])[0] * 1.5) + 1000
+    assert budget > 2 * 5000**2

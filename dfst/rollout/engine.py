@@ -19,13 +19,12 @@ import time
 
 import numpy as np
 
-from dfst import kernels, runner
 from dfst.experts import ExpertSpec, get_expert
 from dfst.grid import Grid, grow_to_contain, problem_grid, read_answer
 from dfst.rollout import kernel
+from dfst.rollout.budget import expert_step_counts
 from dfst.rollout.native import run_lanes
 from dfst.rollout.state import DTYPES, RolloutInputError, RolloutResult, RolloutState
-from dfst.runner import count_steps
 from dfst.weights import DFSTWeights, WeightsError
 
 logger = logging.getLogger(__name__)
@@ -71,24 +70,15 @@ def _digit_limit(radix: int) -> int:
     return radix**MAX_DIGITS
 
 
-def expert_steps(expert: ExpertSpec, a: int, b: int) -> int:
-    """Return the expert's step count on (a, b), halting step included, for operands of any length."""
-    if max(a, b) < expert.alphabet.radix**1000:
-        return count_steps(expert, a, b)
-    # NOTE: count_steps checks the answer with int(str), which Python limits to
-    # 4300 decimal digits by default, so long operands run the table without
-    # that check; the rollout's judge compares digit strings instead.
-    status, steps, *_ = runner._run(expert, a, b, trace_capacity=0)
-    if status != kernels.HALTED:
-        raise RolloutInputError(f"the {expert.task} expert did not halt on operands of this length ({steps} steps)")
-    return steps
-
-
 def default_step_budget(task: str, a: int, b: int) -> int:
     """Return the expert's step count on (a, b) times 1.5, plus 1000."""
     expert = _expert(task)
     _check_operands(expert, a, b)
-    return int(expert_steps(expert, a, b) * DEFAULT_BUDGET_FACTOR) + DEFAULT_BUDGET_MARGIN
+    return budget_from_steps(expert_step_counts(expert, [(a, b)])[0])
+
+
+def budget_from_steps(expert_steps: int) -> int:
+    return int(expert_steps * DEFAULT_BUDGET_FACTOR) + DEFAULT_BUDGET_MARGIN
 
 
 class _PreparedWeights:

@@ -133,3 +133,60 @@ def lockstep(W, num_symbols, hidden, cells, offsets, widths, heights, rows, cols
                 kept += 1
         count = kept
     return total
+
+
+def pack_table(next_state, write, move) -> np.ndarray:
+    """Pack an expert table into one int32 per (state, symbol): next state, written symbol << 16, motion << 24.
+
+    An undefined transition packs as -1.
+    """
+    packed = (next_state.astype(np.int32) | (write.astype(np.int32) << 16) | (move.astype(np.int32) << 24))
+    return np.ascontiguousarray(np.where(next_state < 0, -1, packed).ravel(), dtype=np.int32)
+
+
+@numba.njit(cache=True, boundscheck=False, nogil=True)
+def expert_lockstep(table, num_symbols, cells, offsets, widths, heights, rows, cols, states, steps, targets, status):
+    """Run an expert's packed table (see :func:`pack_table`) on several problems round-robin.
+
+    Uses the lane protocol of :func:`lockstep`, with ``states`` holding each
+    lane's expert state.  One expert step is a short chain of dependent loads,
+    so interleaving lanes is what makes it fast.  A lane meeting an undefined
+    transition stops as NON_FINITE.
+    """
+    lanes = states.shape[0]
+    active = np.empty(lanes, dtype=np.int64)
+    count = 0
+    for lane in range(lanes):
+        if status[lane] == RUNNING and steps[lane] < targets[lane]:
+            active[count] = lane
+            count += 1
+    total = 0
+    while count > 0:
+        kept = 0
+        for slot in range(count):
+            lane = active[slot]
+            position = offsets[lane] + rows[lane] * widths[lane] + cols[lane]
+            entry = table[states[lane] * num_symbols + cells[position]]
+            if entry < 0:
+                status[lane] = NON_FINITE
+                continue
+            motion = entry >> 24
+            cells[position] = (entry >> 16) & 0xFF
+            states[lane] = entry & 0xFFFF
+            steps[lane] += 1
+            total += 1
+            if motion == MOTION_STAY:
+                status[lane] = HALTED
+                continue
+            i = rows[lane] + _ROW_DELTA[motion]
+            j = cols[lane] + _COL_DELTA[motion]
+            rows[lane] = i
+            cols[lane] = j
+            if i < 0 or j < 0 or i >= heights[lane] or j >= widths[lane]:
+                status[lane] = NEEDS_GROWTH
+                return total
+            if steps[lane] < targets[lane]:
+                active[kept] = lane
+                kept += 1
+        count = kept
+    return total
