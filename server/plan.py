@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import random
 import sys
 
@@ -171,14 +172,25 @@ def steps_per_digit_squared(task: str) -> float:
 def estimate_steps(task: str, a: int, b: int) -> int:
     """Return an estimate of the expert's steps on (a, b) from the operand lengths."""
     radix = get_expert(task).alphabet.radix
-    digits = max(len(_digits(a, radix)), len(_digits(b, radix)))
+    digits = max(_count_digits(a, radix), _count_digits(b, radix))
     return int(steps_per_digit_squared(task) * digits * digits) + 1
 
 
-def _digits(number: int, radix: int) -> str:
-    import numpy as np
+def _count_digits(number: int, radix: int) -> int:
+    """Return the number of base-``radix`` digits of ``number`` (1 for 0).
 
-    return np.base_repr(number, radix)
+    Converting a 100,000-digit operand to a string takes seconds, so the count
+    starts from the bit length and is corrected with two powers of the radix.
+    """
+    number = abs(number)
+    if number < radix:
+        return 1
+    digits = max(1, int((number.bit_length() - 1) * math.log(2, radix)))
+    while radix**digits <= number:
+        digits += 1
+    while digits > 1 and radix ** (digits - 1) > number:
+        digits -= 1
+    return digits
 
 
 def build_report(request: EvalRequest, model_sha256: str, units: list[Unit], results: dict[int, dict]) -> dict:
