@@ -14,10 +14,11 @@ from dfst.runner import step_limit
 def expert_step_counts(expert: ExpertSpec, pairs: list[tuple[int, int]]) -> list[int]:
     """Return the expert's step count on each pair, halting step included.
 
-    Equal to ``dfst.runner.count_steps`` per pair, but runs the table on all
-    pairs round-robin (about 6 ns per step for 16 add10 pairs on one core,
-    against about 30 ns one pair at a time) and works for operands of any
-    length.  Raises RolloutInputError if the expert does not halt.
+    The counts equal ``dfst.runner.count_steps`` per pair.  This runs the
+    table on all pairs round-robin, which measured about 6 ns per step for 16
+    add10 pairs on one 2.6 GHz Xeon core against about 30 ns one pair at a
+    time, and it works for operands of any length.  Raises RolloutInputError
+    if the expert does not halt.
     """
     if not pairs:
         return []

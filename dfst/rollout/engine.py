@@ -6,7 +6,7 @@ the argmax of the motion scores (U, D, L, R, S; rows grow downwards) and sets
 ``h = A[x] h``.  Ties go to the lowest index and a NaN score counts as the
 maximum, as in ``numpy.argmax``.  The rollout halts at the first step whose
 motion is S; that step counts and its write is applied.  A hidden state that
-holds NaN or infinity stops the rollout as "non_finite" before the step that
+contains NaN or infinity stops the rollout as "non_finite" before the step that
 would use it.  Only the hidden state, the position and the grid window are
 kept, so memory does not grow with the number of steps.
 """

@@ -1,7 +1,7 @@
 """The compiled closed-loop step loop, for one rollout or several in lockstep.
 
 Weights are stacked per observed symbol into one matrix ``W[x]`` stored
-transposed as ``(d, R)``: row k holds column k of ``[A[x]; B[x]; C[x]]``, so
+transposed as ``(d, R)``: row k is column k of ``[A[x]; B[x]; C[x]]``, so
 ``v = W[x]ᵀ h`` gives the next hidden state ``v[:d]``, the symbol scores
 ``v[d:d+K]`` and the motion scores ``v[d+K:d+K+5]`` in one pass.  R is
 ``d + K + 5`` rounded up to a multiple of :data:`VECTOR_WIDTH` with zero

@@ -1,9 +1,9 @@
 """Build and load the native lockstep kernel (``lockstep.c``), or fall back to numba.
 
 The C kernel is compiled on first use with the system C compiler
-(``$CC``, default ``cc``) for the host CPU (``-march=native``) and cached as a
-shared library under ``$DFST_CACHE_DIR`` (default ``~/.cache/dfst``), keyed by
-the source, the flags and the compiler version.  It computes exactly what the
+(``$CC``, default ``cc``) for the host CPU (``-march=native``).  The shared
+library is cached under ``$DFST_CACHE_DIR`` (default ``~/.cache/dfst``), keyed
+by the source, the flags, the compiler version and the CPU's feature flags.  It computes exactly what the
 numba kernel in :mod:`dfst.rollout.kernel` computes, with interleaved lanes
 so several rollouts share the pipeline.  Without a working compiler, or with
 ``DFST_KERNEL=numba``, the numba kernel runs instead.
@@ -16,6 +16,7 @@ import functools
 import hashlib
 import logging
 import os
+import platform
 import subprocess
 import tempfile
 from pathlib import Path
@@ -45,9 +46,18 @@ def _compiler_version(compiler: str) -> str:
     return result.stdout
 
 
+def _cpu_flags() -> str:
+    """Return the CPU feature flags (Linux), so -march=native builds are not shared across CPU models."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:
+        return platform.processor()
+
+
 def _build(compiler: str) -> Path:
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join(FLAGS).encode() + _compiler_version(compiler).encode()).hexdigest()[:16]
+    identity = SOURCE.read_bytes() + " ".join(FLAGS).encode() + _compiler_version(compiler).encode()
+    key = hashlib.sha256(identity + _cpu_flags().encode()).hexdigest()[:16]
     target = cache_dir() / f"lockstep-{key}.so"
     if target.exists():
         return target
