@@ -325,6 +325,8 @@ class MetricsHTTPServer:
 
 def start_metrics_http_server(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -> MetricsHTTPServer:
     """Serve ``registry`` over HTTP on ``host:port`` (port 0 picks a free one) in a daemon thread."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"invalid metrics port {port}; use 0 to 65535 (0 picks a free port)")
     try:
         httpd, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as error:

@@ -206,6 +206,12 @@ def test_http_endpoint_on_loopback():
     assert samples[("dfst_jobs_queued", (("kind", "eval"),))] == 0
 
 
+@pytest.mark.parametrize("port", [-1, 65536])
+def test_http_endpoint_invalid_port(port):
+    with pytest.raises(ValueError, match="invalid metrics port"):
+        start_metrics_http_server(ServerMetrics().registry, "127.0.0.1", port)
+
+
 def test_http_endpoint_port_in_use():
     first = start_metrics_http_server(ServerMetrics().registry, "127.0.0.1", 0)
     try:
