@@ -43,6 +43,12 @@ DEFAULT_SELECTION = {
 }
 
 
+# select_covering_pairs draws random candidates in batches of this size, at
+# most MAX_CANDIDATE_BATCHES times, until they cover every reachable transition.
+CANDIDATE_BATCH = 2000
+MAX_CANDIDATE_BATCHES = 10
+
+
 class SelectionError(ValueError):
     """A data selection cannot be made with the given parameters."""
 
@@ -164,10 +170,12 @@ def coverage(task: str, pairs: list[tuple[int, int]]) -> Coverage:
 def select_covering_pairs(task: str, max_digits: int | None = None, seed: int = 0) -> list[tuple[int, int]]:
     """Greedily pick few, short pairs whose traces cover every reachable transition.
 
-    Candidates are every pair of numbers below radix**2 plus 2000 seeded random
+    Candidates are every pair of numbers below radix**2 plus seeded random
     pairs with at most ``max_digits`` digits (default 4 for binary, 3 for
-    decimal).  Each step keeps the candidate that covers the most transitions
-    not yet covered, preferring the shorter trace on ties.
+    decimal), drawn in batches of CANDIDATE_BATCH until the candidates cover
+    every reachable transition, at most MAX_CANDIDATE_BATCHES batches.  Each
+    step keeps the candidate that covers the most transitions not yet
+    covered, preferring the smaller operand sum on ties.
 
     Raises SelectionError if the candidates cannot cover every transition.
     """
@@ -175,24 +183,35 @@ def select_covering_pairs(task: str, max_digits: int | None = None, seed: int = 
     radix = expert.alphabet.radix
     max_digits = max_digits or (4 if radix == 2 else 3)
     limit = radix**2
+    available = radix ** (2 * max_digits)
+    reachable = reachable_transitions(expert)
     candidates = {(a, b) for a in range(limit) for b in range(limit)}
     rng = random.Random(seed)
-    while len(candidates) < limit * limit + 2000 and len(candidates) < radix ** (2 * max_digits):
-        candidates.add((random_operand(rng, max_digits, radix), random_operand(rng, max_digits, radix)))
+    usage: dict[tuple[int, int], np.ndarray] = {}
+    covered = np.zeros_like(reachable)
+    for batch in range(1, MAX_CANDIDATE_BATCHES + 1):
+        while len(candidates) < limit * limit + batch * CANDIDATE_BATCH and len(candidates) < available:
+            candidates.add((random_operand(rng, max_digits, radix), random_operand(rng, max_digits, radix)))
+        for pair in sorted(candidates - usage.keys()):
+            usage[pair] = visited_transitions(expert, *pair)
+            covered |= usage[pair]
+        if np.all(covered[reachable]) or len(candidates) >= available:
+            break
+
     ordered = sorted(candidates, key=lambda pair: (pair[0] + pair[1], pair))
-    reachable = reachable_transitions(expert)
-    usage = {pair: visited_transitions(expert, *pair) for pair in ordered}
-    used = np.zeros_like(reachable)
+    usage_matrix = np.stack([usage[pair].ravel() for pair in ordered])  # (candidates, Q·K)
+    used = np.zeros(usage_matrix.shape[1], dtype=bool)
+    target = reachable.ravel()
     chosen: list[tuple[int, int]] = []
-    while not np.all(used[reachable]):
-        best = max(ordered, key=lambda pair: int((usage[pair] & ~used).sum()))
-        gain = int((usage[best] & ~used).sum())
-        if gain == 0:
-            missing = int((reachable & ~used).sum())
+    while not np.all(used[target]):
+        gains = (usage_matrix & ~used).sum(axis=1)
+        best = int(np.argmax(gains))  # the first candidate in order among equal gains
+        if gains[best] == 0:
+            missing = int((target & ~used).sum())
             raise SelectionError(
-                f"candidates with at most {max_digits} digits leave {missing} transitions of {task} "
-                "uncovered; raise max_digits"
+                f"{len(ordered)} candidates with at most {max_digits} digits leave {missing} transitions "
+                f"of {task} uncovered; raise max_digits"
             )
-        chosen.append(best)
-        used |= usage[best]
+        chosen.append(ordered[best])
+        used |= usage_matrix[best]
     return chosen
