@@ -20,6 +20,7 @@ from dfst.client.connection import ServiceUnavailableError, open_stub
 from dfst.client.watch import TERMINAL_STATES, watch_job
 from dfst.server import auth
 from dfst.server.convert import CHECKS, DTYPES, OUTCOME_NAMES, STATE_NAMES, STATES, message_to_dict
+from dfst.server.metrics import DEFAULT_METRICS_PORT
 from rich.console import Console
 from rich.table import Table
 
@@ -311,7 +312,15 @@ def serve_command(
     workers: int = typer.Option(0, "--workers", help="Rollout actors; 0 means one per CPU."),
     chunk_steps: int = typer.Option(4_000_000, "--chunk-steps", help="Rollout steps per chunk."),
     max_active_jobs: int = typer.Option(64, "--max-active-jobs", help="Queued plus running jobs allowed."),
-    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster to join; default a local instance."),
+    ray_address: str = typer.Option(
+        None, "--ray-address", envvar="RAY_ADDRESS",
+        help="Ray cluster to join, HOST:PORT of its head; default $RAY_ADDRESS, else a local instance.",
+    ),
+    metrics: bool = typer.Option(True, "--metrics/--no-metrics", help="Serve Prometheus metrics over HTTP."),
+    metrics_host: str = typer.Option(None, "--metrics-host", help="Interface of the metrics endpoint; default --host."),
+    metrics_port: int = typer.Option(
+        DEFAULT_METRICS_PORT, "--metrics-port", help="TCP port of the metrics endpoint (/metrics); 0 picks a free one."
+    ),
     token_file: str = typer.Option(
         None, "--token-file", help=f"File containing the bearer token clients must send; default ${auth.TOKEN_ENV}."
     ),
@@ -332,6 +341,9 @@ def serve_command(
     from dfst.workers.actors import WorkerConfig
 
     logging.getLogger().setLevel(logging.INFO)
+    if metrics and not 0 <= metrics_port <= 65535:
+        stderr.print(f"error: invalid --metrics-port {metrics_port}; use 0 to 65535 (0 picks a free port)")
+        raise typer.Exit(EXIT_USAGE)
     try:
         security = auth.SecurityConfig(
             token=auth.read_token(token_file), require_token=require_token,
@@ -347,6 +359,7 @@ def serve_command(
         manager=ManagerConfig(max_active_jobs=max_active_jobs,
                               workers=WorkerConfig(num_workers=workers, chunk_steps=chunk_steps)),
         security=security,
+        metrics_host=metrics_host, metrics_port=metrics_port if metrics else None,
     )
     if ray_address:
         ray.init(address=ray_address, log_to_driver=False)

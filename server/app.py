@@ -13,6 +13,7 @@ from concurrent import futures
 import grpc
 from dfst.server import auth
 from dfst.server.manager import JobManager, ManagerConfig
+from dfst.server.metrics import ServerMetrics, start_metrics_http_server
 from dfst.server.service import DfstServicer
 from dfst.server.store import JobStore, default_data_dir
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -36,6 +37,8 @@ class ServerConfig:
     max_rpc_threads: int = 16  # threads serving rpcs, watches included
     manager: ManagerConfig = ManagerConfig()  # job limits and worker placement
     security: auth.SecurityConfig = auth.SecurityConfig()  # token and TLS; a token is required off loopback
+    metrics_host: str | None = None  # interface of the Prometheus endpoint; None means the same as host
+    metrics_port: int | None = None  # TCP port of the Prometheus endpoint; None turns it off, 0 picks a free one
 
 
 def _bracketed(host: str) -> str:
@@ -50,7 +53,8 @@ class DfstServer:
         auth.check_security(config.host, config.security)
         self.config = config
         self.store = JobStore(config.data_dir or default_data_dir())
-        self.manager = JobManager(self.store, config.manager)
+        self.metrics = ServerMetrics()
+        self.manager = JobManager(self.store, config.manager, self.metrics)
         self.health = health.HealthServicer()
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_rpc_threads),
@@ -62,6 +66,12 @@ class DfstServer:
         self.port = auth.add_port(self._grpc, f"{_bracketed(config.host)}:{config.port}", config.security)
         if self.port == 0:
             raise OSError(f"cannot bind {config.host}:{config.port}; pick another port with --port")
+        self.metrics_http = None
+        if config.metrics_port is not None:
+            # The endpoint has no token check: it serves counts and rates only, no job content.
+            self.metrics_http = start_metrics_http_server(
+                self.metrics.registry, config.metrics_host or config.host, config.metrics_port
+            )
         self._stopped = threading.Event()
 
     @property
@@ -87,6 +97,8 @@ class DfstServer:
         self.manager.stop()
         self._grpc.stop(grace).wait()
         self.store.close()
+        if self.metrics_http is not None:
+            self.metrics_http.stop()
         logger.info("dfst server stopped")
 
     def wait(self) -> None:

@@ -19,6 +19,7 @@ import time
 
 import ray
 from dfst.server.jobs import JobKind, JobRecord, JobState
+from dfst.server.metrics import ServerMetrics
 from dfst.server.plan import (
     EvalRequest,
     InvalidRequestError,
@@ -81,9 +82,10 @@ class _EvalRun:
 class JobManager:
     """Owns the store, the Ray workers and the dispatcher thread."""
 
-    def __init__(self, store: JobStore, config: ManagerConfig = ManagerConfig()):
+    def __init__(self, store: JobStore, config: ManagerConfig = ManagerConfig(), metrics: ServerMetrics | None = None):
         self.store = store
         self.config = config
+        self.metrics = metrics if metrics is not None else ServerMetrics()
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -101,6 +103,7 @@ class JobManager:
         self._idle = start_rollout_workers(self.config.workers)
         for job in self.store.list_jobs(limit=1_000_000, states=[JobState.QUEUED, JobState.RUNNING]):
             logger.info("resuming %s job %s in state %s", job.kind.value, job.job_id, job.state.value)
+            self.metrics.record_job_transition(job.kind.value, job.request["task"], None, job.state.value)
         self._thread = threading.Thread(target=self._dispatch_loop, name="dfst-dispatcher", daemon=True)
         self._thread.start()
 
@@ -138,6 +141,7 @@ class JobManager:
                     "wait for one to finish or cancel one"
                 )
             self.store.save_job(job)
+        self.metrics.record_job_submitted(job.kind.value, job.request["task"])
         logger.info("queued %s job %s", job.kind.value, job.job_id)
         self._wake.set()
         return copy.deepcopy(job)
@@ -162,7 +166,7 @@ class JobManager:
                 raise JobConflictError(
                     f"job {job_id} already {job.state.value}; only queued or running jobs can be cancelled"
                 )
-            job.transition(JobState.CANCELLED)
+            self._transition(job, JobState.CANCELLED)
             self.store.save_job(job)
             self.store.delete_checkpoints(job_id)
             self._runs.pop(job_id, None)
@@ -211,12 +215,24 @@ class JobManager:
             )
         return weights
 
+    def _transition(self, job: JobRecord, target: JobState) -> None:
+        """Move ``job`` to ``target`` and update the job metrics."""
+        previous = job.state
+        job.transition(target)
+        duration_s = None
+        if target.is_terminal() and job.started_at is not None:
+            duration_s = job.finished_at - job.started_at
+        self.metrics.record_job_transition(job.kind.value, job.request["task"], previous.value, target.value,
+                                           duration_s)
+
     # dispatch
 
     def _dispatch_loop(self) -> None:
         logger.info("dispatcher started")
         while not self._stopping.is_set():
             try:
+                self.metrics.set_workers("eval", len(self._idle) + len(self._inflight))
+                self.metrics.set_workers("training", len(self._training))
                 self._admit_jobs()
                 self._fill_workers()
                 self._poll_training()
@@ -257,7 +273,7 @@ class JobManager:
             if self.get(job.job_id).state.is_terminal():
                 return
             if job.state == JobState.QUEUED:
-                job.transition(JobState.RUNNING)
+                self._transition(job, JobState.RUNNING)
             self._runs[job.job_id] = run
             self.store.save_job(job)
         self._publish(job.job_id, "job", job)
@@ -320,6 +336,10 @@ class JobManager:
             logger.error("chunk of job %s, pair %d failed: %s", job_id, index, error)
             self._fail(run.job, f"rollout of pair {index} failed on a worker: {error}")
             return
+        # The worker reports the rollout's total steps, so the chunk's own steps are the difference.
+        self.metrics.record_rollout_steps(run.request.task, reply["steps"] - run.checkpoints.get(index, (0, None))[0])
+        if reply.get("restarted"):
+            self.metrics.record_worker_restart("eval")
         if reply["status"] == "running":
             self.store.save_checkpoint(job_id, index, reply["steps"], reply["state"])
             run.checkpoints[index] = (reply["steps"], reply["state"])
@@ -334,6 +354,7 @@ class JobManager:
                 return
             self.store.save_rollout(job_id, index, result)
         run.results[index] = result
+        self.metrics.record_rollout_finished(run.request.task, result["outcome"])
         run.checkpoints.pop(index, None)
         self._publish(job_id, "rollout", {"a": str(unit.a), "b": str(unit.b), **result})
         self._update_progress(run)
@@ -361,7 +382,7 @@ class JobManager:
             if self._runs.pop(run.job.job_id, None) is None:
                 return
             run.job.report = report
-            run.job.transition(JobState.SUCCEEDED)
+            self._transition(run.job, JobState.SUCCEEDED)
             self.store.save_job(run.job)
         logger.info("job %s succeeded: plg %d, rlg %d, all correct %s", run.job.job_id, report["plg"],
                     report["rlg"], report["all_correct"])
@@ -375,7 +396,7 @@ class JobManager:
             if current is None or current.state.is_terminal():
                 return
             current.error = error
-            current.transition(JobState.FAILED)
+            self._transition(current, JobState.FAILED)
             self.store.save_job(current)
         self._publish(job.job_id, "job", current)
 
@@ -392,7 +413,7 @@ class JobManager:
         ref = actor.train.remote(config, str(self._training_dir(job)))
         with self._lock:
             if job.state == JobState.QUEUED:
-                job.transition(JobState.RUNNING)
+                self._transition(job, JobState.RUNNING)
             job.progress = {"iterations_total": int(config.get("iterations", 0))}
             self.store.save_job(job)
             self._training[job.job_id] = (actor, ref, 0.0)
@@ -413,9 +434,14 @@ class JobManager:
                     continue
                 self._training[job_id] = (actor, ref, time.monotonic())
                 if record:
+                    iterations_before = int(job.progress.get("iterations_done", 0))
                     job.progress = {**job.progress, "iterations_done": int(record.get("iteration", 0)),
                                     "loss": float(record.get("loss", 0.0))}
                     self.store.save_job(job)
+                    self.metrics.record_training_progress(
+                        job.request["task"], max(job.progress["iterations_done"] - iterations_before, 0),
+                        job.progress["loss"],
+                    )
             if record:
                 self._publish(job_id, "progress", job.progress)
 
@@ -437,6 +463,6 @@ class JobManager:
                 "model_name": self._training_dir(job).name, "checkpoint_path": str(result.get("model_path") or ""),
                 "final_loss": float(result.get("final_loss", 0.0)), "iterations": int(result.get("iterations_done", 0)),
             }
-            job.transition(JobState.SUCCEEDED)
+            self._transition(job, JobState.SUCCEEDED)
             self.store.save_job(job)
         self._publish(job.job_id, "job", job)

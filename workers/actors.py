@@ -52,6 +52,11 @@ class RolloutWorker:
     def __init__(self):
         os.environ.setdefault("NUMBA_NUM_THREADS", "1")
         self._weights: dict[str, DFSTWeights] = {}
+        # True in an actor process that Ray started again after the previous one died;
+        # the next reply carries it once, for the server's restart counter.
+        self._restart_unreported = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        if self._restart_unreported:
+            logger.warning("rollout worker restarted by Ray (pid %d)", os.getpid())
 
     def _weights_for(self, model: str, sha256: str, dtype: str) -> DFSTWeights:
         key = f"{sha256}:{dtype}"
@@ -67,7 +72,8 @@ class RolloutWorker:
         """Advance one rollout by at most ``chunk_steps`` steps.
 
         ``unit`` has task, a, b (decimal strings), model, sha256, dtype and step_budget.
-        Returns {"status", "steps", "state"} while running, and adds "result" once finished.
+        Returns {"status", "steps", "state", "restarted"} while running, and adds "result" once finished.
+        "restarted" is true in the first reply after Ray restarted this actor.
         """
         from dfst.workers import engine
 
@@ -80,10 +86,12 @@ class RolloutWorker:
         else:
             state = engine.state_from_bytes(state_bytes)
         state = engine.advance(weights, state, chunk_steps)
+        restarted, self._restart_unreported = self._restart_unreported, False
         if state.status == "running":
-            return {"status": "running", "steps": int(state.steps), "state": state.to_bytes()}
+            return {"status": "running", "steps": int(state.steps), "state": state.to_bytes(), "restarted": restarted}
         result = engine.finish(state).to_dict()
-        return {"status": state.status, "steps": int(state.steps), "state": None, "result": result}
+        return {"status": state.status, "steps": int(state.steps), "state": None, "result": result,
+                "restarted": restarted}
 
     def pid(self) -> int:
         return os.getpid()
