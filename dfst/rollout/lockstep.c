@@ -8,11 +8,11 @@
  * add (the file is compiled with -ffp-contract=off), so results match the
  * numba kernel bit for bit.
  *
- * Lanes are stepped GROUP at a time (2 measured fastest for add10 on AVX-512) with their accumulators interleaved, so
- * the multiply-add chains of different lanes overlap in the pipeline.  When
- * fewer than GROUP lanes are active the last one is computed again in the
- * spare slots and its result dropped, so every lane goes through identical
- * instructions whatever the group it lands in.
+ * Lanes are stepped GROUP at a time with their accumulators interleaved, so
+ * the multiply-add chains of different lanes overlap in the pipeline (GROUP 2
+ * measured fastest for add10 on an AVX-512 Xeon).  A lone lane at the end of
+ * a round runs alone.  Each score of a lane is the same sequence of roundings
+ * whatever its group, so grouping never changes results.
  */
 #include <stdint.h>
 #include <string.h>
@@ -47,6 +47,68 @@ static int64_t NAME##_argmax(const REAL *scores, int64_t count) {               
     return index;                                                                                         \
 }                                                                                                         \
                                                                                                           \
+/* Step the active lanes start .. start+group-1 (the last active lane fills spare slots); return 1  \
+   if a lane left its window. */                                                                          \
+static inline __attribute__((always_inline)) int NAME##_group(                                          \
+        const REAL *W, int64_t num_symbols, int64_t d, int64_t r, REAL *hidden, int8_t *cells,           \
+        const int64_t *offsets, const int64_t *widths, const int64_t *heights, int64_t *rows,            \
+        int64_t *cols, int64_t *steps, const int64_t *targets, int64_t *status, int64_t *active,          \
+        int64_t start, int64_t count, int64_t *kept, int64_t *total, const int nv, const int group) {     \
+    NAME##_vec acc[GROUP][MAX_VECTORS];                                                                   \
+    int64_t lane_of[GROUP], position[GROUP];                                                              \
+    const REAL *matrix[GROUP];                                                                            \
+    int growth = 0;                                                                                       \
+    for (int g = 0; g < group; g++) {                                                                     \
+        int64_t slot = start + g < count ? start + g : count - 1;                                         \
+        int64_t lane = active[slot];                                                                      \
+        lane_of[g] = lane;                                                                                \
+        position[g] = offsets[lane] + rows[lane] * widths[lane] + cols[lane];                             \
+        matrix[g] = W + (int64_t)cells[position[g]] * d * r;                                              \
+    }                                                                                                     \
+    /* the lanes' products, interleaved one k at a time */                                                \
+    for (int g = 0; g < group; g++)                                                                       \
+        for (int v = 0; v < nv; v++) acc[g][v] = (NAME##_vec){0};                                         \
+    for (int64_t k = 0; k < d; k++) {                                                                     \
+        for (int g = 0; g < group; g++) {                                                                 \
+            const NAME##_vec *row = (const NAME##_vec *)(matrix[g] + k * r);                              \
+            REAL hk = hidden[lane_of[g] * d + k];                                                         \
+            for (int v = 0; v < nv; v++) acc[g][v] = acc[g][v] + row[v] * hk;                             \
+        }                                                                                                 \
+    }                                                                                                     \
+    for (int g = 0; g < group && start + g < count; g++) {                                                \
+        int64_t lane = lane_of[g];                                                                        \
+        REAL *h = hidden + lane * d;                                                                      \
+        REAL scores[MAX_VECTORS * WIDTH];                                                                 \
+        memcpy(scores, acc[g], (size_t)r * sizeof(REAL));                                                 \
+        /* a non-finite h makes every score non-finite (inf * 0 is NaN), and a finite h has finite       \
+           entries, so the full check runs only when the first score is suspect */                        \
+        if (scores[0] - scores[0] != 0) {                                                                 \
+            int finite = 1;                                                                               \
+            for (int64_t k = 0; k < d; k++)                                                               \
+                if (h[k] - h[k] != 0) finite = 0;                                                         \
+            if (!finite) { status[lane] = NON_FINITE; continue; }                                         \
+        }                                                                                                 \
+        int64_t written = NAME##_argmax(scores + d, num_symbols);                                         \
+        int64_t motion = NAME##_argmax(scores + d + num_symbols, 5);                                      \
+        cells[position[g]] = (int8_t)written;                                                             \
+        memcpy(h, scores, (size_t)d * sizeof(REAL));                                                      \
+        steps[lane] += 1;                                                                                 \
+        *total += 1;                                                                                      \
+        if (motion == STAY) { status[lane] = HALTED; continue; }                                          \
+        int64_t i = rows[lane] + ROW_DELTA[motion];                                                       \
+        int64_t j = cols[lane] + COL_DELTA[motion];                                                       \
+        rows[lane] = i;                                                                                   \
+        cols[lane] = j;                                                                                   \
+        if (i < 0 || j < 0 || i >= heights[lane] || j >= widths[lane]) {                                  \
+            status[lane] = NEEDS_GROWTH;                                                                  \
+            growth = 1;                                                                                   \
+            continue;                                                                                     \
+        }                                                                                                 \
+        if (steps[lane] < targets[lane]) active[(*kept)++] = lane;                                        \
+    }                                                                                                     \
+    return growth;                                                                                        \
+}                                                                                                         \
+                                                                                                          \
 static inline __attribute__((always_inline)) int64_t NAME##_body(                                      \
         const REAL *W, int64_t num_symbols, int64_t d, int64_t r, int64_t lanes, REAL *hidden,           \
         int8_t *cells, const int64_t *offsets, const int64_t *widths, const int64_t *heights,            \
@@ -56,61 +118,15 @@ static inline __attribute__((always_inline)) int64_t NAME##_body(               
     for (int64_t lane = 0; lane < lanes; lane++)                                                          \
         if (status[lane] == RUNNING && steps[lane] < targets[lane]) active[count++] = lane;               \
     int64_t total = 0;                                                                                    \
-    int growth = 0;                                                                                       \
-    NAME##_vec acc[GROUP][MAX_VECTORS];                                                                   \
     while (count > 0) {                                                                                   \
         int64_t kept = 0;                                                                                 \
         for (int64_t start = 0; start < count; start += GROUP) {                                          \
-            int64_t lane_of[GROUP], position[GROUP];                                                      \
-            const REAL *matrix[GROUP];                                                                    \
-            for (int g = 0; g < GROUP; g++) {                                                             \
-                int64_t slot = start + g < count ? start + g : count - 1;                                 \
-                int64_t lane = active[slot];                                                              \
-                lane_of[g] = lane;                                                                        \
-                position[g] = offsets[lane] + rows[lane] * widths[lane] + cols[lane];                     \
-                matrix[g] = W + (int64_t)cells[position[g]] * d * r;                                      \
-            }                                                                                             \
-            /* the lanes' products, interleaved one k at a time */                                        \
-            for (int g = 0; g < GROUP; g++)                                                               \
-                for (int v = 0; v < nv; v++) acc[g][v] = (NAME##_vec){0};                                 \
-            for (int64_t k = 0; k < d; k++) {                                                             \
-                for (int g = 0; g < GROUP; g++) {                                                         \
-                    const NAME##_vec *row = (const NAME##_vec *)(matrix[g] + k * r);                      \
-                    REAL hk = hidden[lane_of[g] * d + k];                                                 \
-                    for (int v = 0; v < nv; v++) acc[g][v] = acc[g][v] + row[v] * hk;                     \
-                }                                                                                         \
-            }                                                                                             \
-            for (int g = 0; g < GROUP && start + g < count; g++) {                                        \
-                int64_t lane = lane_of[g];                                                                \
-                REAL *h = hidden + lane * d;                                                              \
-                REAL scores[MAX_VECTORS * WIDTH];                                                         \
-                memcpy(scores, acc[g], (size_t)r * sizeof(REAL));                                         \
-                /* a non-finite h makes every score non-finite (inf * 0 is NaN); a finite h gives a      \
-                   finite h[k], so the full check runs only when the first score is suspect */            \
-                if (scores[0] - scores[0] != 0) {                                                         \
-                    int finite = 1;                                                                       \
-                    for (int64_t k = 0; k < d; k++)                                                       \
-                        if (h[k] - h[k] != 0) finite = 0;                                                 \
-                    if (!finite) { status[lane] = NON_FINITE; continue; }                                 \
-                }                                                                                         \
-                int64_t written = NAME##_argmax(scores + d, num_symbols);                                 \
-                int64_t motion = NAME##_argmax(scores + d + num_symbols, 5);                              \
-                cells[position[g]] = (int8_t)written;                                                     \
-                memcpy(h, scores, (size_t)d * sizeof(REAL));                                              \
-                steps[lane] += 1;                                                                         \
-                total += 1;                                                                               \
-                if (motion == STAY) { status[lane] = HALTED; continue; }                                  \
-                int64_t i = rows[lane] + ROW_DELTA[motion];                                               \
-                int64_t j = cols[lane] + COL_DELTA[motion];                                               \
-                rows[lane] = i;                                                                           \
-                cols[lane] = j;                                                                           \
-                if (i < 0 || j < 0 || i >= heights[lane] || j >= widths[lane]) {                          \
-                    status[lane] = NEEDS_GROWTH;                                                          \
-                    growth = 1;                                                                           \
-                    continue;                                                                             \
-                }                                                                                         \
-                if (steps[lane] < targets[lane]) active[kept++] = lane;                                   \
-            }                                                                                             \
+            /* a lone lane runs in a group of one rather than computing twice */                          \
+            int growth = count - start == 1                                                               \
+                ? NAME##_group(W, num_symbols, d, r, hidden, cells, offsets, widths, heights, rows, cols, \
+                               steps, targets, status, active, start, count, &kept, &total, nv, 1)        \
+                : NAME##_group(W, num_symbols, d, r, hidden, cells, offsets, widths, heights, rows, cols, \
+                               steps, targets, status, active, start, count, &kept, &total, nv, GROUP);   \
             /* the caller grows the window; the other lanes resume on the next call */                   \
             if (growth) return total;                                                                     \
         }                                                                                                 \
