@@ -96,6 +96,8 @@ def _read_limited(path: Path, limit: int, what: str) -> bytes:
         size = path.stat().st_size
     except FileNotFoundError:
         raise CheckpointError(f"{what} {path} not found") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read the {what} {path}: {error.strerror}") from None
     if not path.is_file():
         raise CheckpointError(f"{what} {path} is not a regular file")
     if size > limit:
