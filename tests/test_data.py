@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from dfst.data import (
     DEFAULT_SELECTION,
@@ -70,3 +71,11 @@ def test_coverage_of_hand_checked_example():
 def test_covering_selection_is_complete(task):
     pairs = select_covering_pairs(task)
     assert coverage(task, pairs).complete
+
+
+@pytest.mark.parametrize("task", ["mult2", "mult10"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_paper_selection_covers_multiplication(task, seed):
+    config = dataclasses.replace(DEFAULT_SELECTION[task], seed=seed)
+    report = coverage(task, select_pairs(task, config))
+    assert report.missing == []
