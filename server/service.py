@@ -14,6 +14,7 @@ import grpc
 from dfst.server import convert
 from dfst.server.manager import JobConflictError, JobManager, JobNotFoundError, QueueFullError, ShuttingDownError
 from dfst.server.plan import InvalidRequestError, validate_eval_request
+from dfst.server.store import StoreError, StoreFullError
 from dfst.workers import models
 
 from dfst.experts import TASKS
@@ -32,6 +33,8 @@ _STATUS = {
     JobConflictError: grpc.StatusCode.FAILED_PRECONDITION,
     QueueFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
+    StoreFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    StoreError: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -117,7 +120,7 @@ class DfstServicer(service_pb2_grpc.DfstServiceServicer):
                 default_model=models.default_model_name,
             )
             job = self.manager.submit_eval(request_)
-        except (InvalidRequestError, QueueFullError, ShuttingDownError) as error:
+        except (InvalidRequestError, QueueFullError, ShuttingDownError, StoreError) as error:
             _abort(context, error)
         except MODEL_ERRORS as error:
             _abort(context, InvalidRequestError(f"invalid model {spec.model!r}: {error}"))
@@ -141,7 +144,7 @@ class DfstServicer(service_pb2_grpc.DfstServiceServicer):
                 )
             _validate_training_config(spec.task, config)
             job = self.manager.submit_training(spec.task, config, spec.model_name)
-        except (InvalidRequestError, QueueFullError, ShuttingDownError) as error:
+        except (InvalidRequestError, QueueFullError, ShuttingDownError, StoreError) as error:
             _abort(context, error)
         return service_pb2.SubmitTrainingResponse(job=convert.job_to_proto(job))
 
@@ -163,7 +166,7 @@ class DfstServicer(service_pb2_grpc.DfstServiceServicer):
     def CancelJob(self, request, context):
         try:
             job = self.manager.cancel(request.job_id)
-        except (JobNotFoundError, JobConflictError) as error:
+        except (JobNotFoundError, JobConflictError, StoreError) as error:
             _abort(context, error)
         return service_pb2.CancelJobResponse(job=convert.job_to_proto(job))
 

@@ -7,12 +7,14 @@ unfinished rollout, so a restarted server resumes without redoing work.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import pathlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 
 from dfst.server.jobs import JobKind, JobRecord, JobState
 
@@ -54,6 +56,24 @@ class StoreError(RuntimeError):
     """The data folder or database cannot be used."""
 
 
+class StoreFullError(StoreError):
+    """A write failed because the file system of the data folder is full."""
+
+
+@contextlib.contextmanager
+def _writing(db: sqlite3.Connection, what: str, path: pathlib.Path) -> Iterator[None]:
+    """Turn a failed write into StoreError (StoreFullError when the disk is full), rolling back its transaction."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            message = f"cannot store the {what}: the disk of {path} is full; free space and retry"
+            raise StoreFullError(message) from error
+        raise StoreError(f"cannot store the {what} in {path}: {error}") from error
+
+
 def default_data_dir() -> pathlib.Path:
     """Return $DFST_DATA_DIR, or ~/.local/share/dfst."""
     configured = os.environ.get(DATA_DIR_ENV)
@@ -83,9 +103,13 @@ class JobStore:
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open the job database {self.path}: {error}") from error
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as error:
+            self._db.close()
             raise StoreError(f"cannot open the job database {self.path}: {error}") from error
         logger.info("job store at %s", self.path)
 
@@ -99,7 +123,7 @@ class JobStore:
             None if job.report is None else json.dumps(job.report), job.error,
             job.created_at, job.started_at, job.finished_at,
         )
-        with self._lock:
+        with self._lock, _writing(self._db, f"job {job.job_id}", self.path):
             self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
     def load_job(self, job_id: str) -> JobRecord | None:
@@ -122,7 +146,7 @@ class JobStore:
 
     def save_rollout(self, job_id: str, index: int, result: dict) -> None:
         """Store a finished rollout and drop its checkpoint, in one transaction."""
-        with self._lock:
+        with self._lock, _writing(self._db, f"rollout {index} of job {job_id}", self.path):
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO rollouts VALUES (?, ?, ?)", (job_id, index, json.dumps(result)))
             self._db.execute("DELETE FROM checkpoints WHERE job_id = ? AND idx = ?", (job_id, index))
@@ -134,7 +158,7 @@ class JobStore:
             return {int(index): json.loads(result) for index, result in rows.fetchall()}
 
     def save_checkpoint(self, job_id: str, index: int, steps: int, state: bytes) -> None:
-        with self._lock:
+        with self._lock, _writing(self._db, f"checkpoint of rollout {index} of job {job_id}", self.path):
             self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", (job_id, index, steps, state))
 
     def load_checkpoints(self, job_id: str) -> dict[int, tuple[int, bytes]]:
@@ -144,7 +168,7 @@ class JobStore:
         return {int(index): (int(steps), bytes(state)) for index, steps, state in rows}
 
     def delete_checkpoints(self, job_id: str) -> None:
-        with self._lock:
+        with self._lock, _writing(self._db, f"checkpoint deletion of job {job_id}", self.path):
             self._db.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
 
 
