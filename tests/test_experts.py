@@ -9,6 +9,7 @@ import pytest
 
 from dfst.data import repdigit_pairs, transitions_used
 from dfst.experts import TASKS, UnknownTaskError, get_expert
+from dfst.experts.multiplication import multiplication_expert
 from dfst.experts.spec import UNDEFINED
 from dfst.grid import MOTIONS, read_answer
 from dfst.runner import record_trace, run_expert
@@ -120,3 +121,17 @@ def test_unknown_task_lists_known_ones():
 def test_negative_operand_rejected():
     with pytest.raises(ValueError, match="negative"):
         run_expert(get_expert("add10"), -1, 3)
+
+
+@pytest.mark.parametrize("radix", [3, 7])
+def test_multiplication_other_radices(radix):
+    expert = multiplication_expert(radix)
+    for a in range(radix**3):
+        for b in range(0, radix**3, 5):
+            check(expert, a, b)
+
+
+def test_multiplication_radix_out_of_range():
+    for radix in (1, 11):
+        with pytest.raises(ValueError, match="radix"):
+            multiplication_expert(radix)

@@ -47,7 +47,9 @@ def multiplier_states(radix: int) -> list[tuple[int, int]]:
 
 
 def multiplication_expert(radix: int) -> ExpertSpec:
-    """Build the multiplication expert for ``radix``."""
+    """Build the multiplication expert for ``radix`` (2 to 10; the tasks use 2 and 10)."""
+    if not 2 <= radix <= 10:
+        raise ValueError(f"radix {radix} is not supported; the multiplication expert needs a radix from 2 to 10")
     alphabet = Alphabet(radix, "×")
     sym = SymbolClasses(alphabet)
     blank, times, digits = sym.blank, sym.operator, sym.digits
