@@ -91,21 +91,21 @@ def save_checkpoint(path: str | os.PathLike, weights: DFSTWeights, metadata: dic
     return path
 
 
-def _read_limited(path: Path, limit: int, what: str) -> bytes:
+def _read_limited(path: Path, limit: int, description: str) -> bytes:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise CheckpointError(f"{what} {path} not found") from None
+        raise CheckpointError(f"{description} {path} not found") from None
     except OSError as error:
-        raise CheckpointError(f"cannot read the {what} {path}: {error.strerror}") from None
+        raise CheckpointError(f"cannot read the {description} {path}: {error.strerror}") from None
     if not path.is_file():
-        raise CheckpointError(f"{what} {path} is not a regular file")
+        raise CheckpointError(f"{description} {path} is not a regular file")
     if size > limit:
-        raise CheckpointError(f"{what} {path} has {size} bytes, above the {limit}-byte limit")
+        raise CheckpointError(f"{description} {path} has {size} bytes, above the {limit}-byte limit")
     try:
         return path.read_bytes()
     except OSError as error:
-        raise CheckpointError(f"{what} {path} could not be read: {error}") from None
+        raise CheckpointError(f"{description} {path} could not be read: {error}") from None
 
 
 def load_tensors(path: Path) -> dict[str, np.ndarray]:

@@ -1,12 +1,12 @@
 """Automaton extraction from a trained DFST (state-space quantisation, after Omlin & Giles 1996).
 
 The trained model is run teacher-forced on the training inputs only.  The
-hidden vectors it visits are clustered; each cluster becomes one automaton
+hidden vectors it visits are clustered, and each cluster becomes one automaton
 state.  The cluster-to-cluster transitions and the write and move decisions
-are read off the trained model's own outputs (argmax of B[x]h and C[x]h), and
-the automaton is written back as DFST weights in the one-hot form of Theorem
-2.1 of "Exact Learning of Arithmetic with Differentiable Agents" (arXiv
-2511.22751).  Such weights keep an exactly one-hot hidden state, so they
+are read off the trained model's own outputs (argmax of B[x]h and C[x]h).
+The automaton is then written back as DFST weights in the one-hot form of
+Theorem 2.1 of "Exact Learning of Arithmetic with Differentiable Agents"
+(arXiv 2511.22751).  Such weights keep an exactly one-hot hidden state, so they
 cannot drift over long sweeps.
 
 Nothing here reads the expert's states: the traces supply only the observed
@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 # Clustering radii tried in turn, relative to the median hidden-vector norm: 1e-2 down to 1e-6.
 RELATIVE_RADII = tuple(10.0 ** (-e / 2) for e in range(4, 13))
+
+
+# Most clusters accepted before greedy merging; more means the hidden vectors do not form a finite set.
+MAX_CLUSTERS = 1000
 
 
 class ExtractionError(RuntimeError):
@@ -174,10 +178,11 @@ def _quotient(partition: _Partition, parent: np.ndarray, num_symbols: int):
 def extract_automaton(weights: DFSTWeights, traces: list[Trace]) -> Extraction:
     """Extract a one-hot DFST from trained ``weights`` using the training ``traces``' inputs.
 
-    Steps: cluster the visited hidden vectors finely (leader clustering);
-    fold clusters whose members lead, on one symbol, to different clusters;
-    then greedily merge the closest pairs of states whenever the folded result
-    stays deterministic (no state emits two different actions on one symbol).
+    First the visited hidden vectors are clustered finely (leader clustering).
+    Clusters whose members lead, on one symbol, to different clusters are
+    folded together.  Then the closest pairs of states are merged greedily
+    whenever the folded result stays deterministic, that is, no state emits
+    two different actions on one symbol.
     """
     hidden, observed, successor, written, moved = teacher_forced_states(weights, traces)
     scale = float(np.median(np.linalg.norm(hidden, axis=1)))
@@ -187,6 +192,11 @@ def extract_automaton(weights: DFSTWeights, traces: list[Trace]) -> Extraction:
         radius = relative * scale
         labels, _ = leader_clusters(hidden, radius)
         num_clusters = int(labels.max()) + 1
+        if num_clusters > MAX_CLUSTERS:
+            raise ExtractionError(
+                f"the hidden vectors form {num_clusters} clusters at radius {radius:.2e}, more than "
+                f"{MAX_CLUSTERS}; the model does not act as a finite-state machine on its training inputs"
+            )
         partition = _Partition(labels, observed, successor, written, moved, num_clusters)
         parent = partition.fold(np.arange(num_clusters))
         if parent is not None:
@@ -199,7 +209,9 @@ def extract_automaton(weights: DFSTWeights, traces: list[Trace]) -> Extraction:
 
     # greedy merging of the closest cluster pairs that stay consistent
     cluster_centroids = np.stack([hidden[labels == c].mean(axis=0) for c in range(num_clusters)])
-    distances = np.linalg.norm(cluster_centroids[:, None] - cluster_centroids[None], axis=-1)
+    squared_norms = np.sum(cluster_centroids**2, axis=1)
+    gram = cluster_centroids @ cluster_centroids.T
+    distances = np.sqrt(np.maximum(squared_norms[:, None] + squared_norms[None, :] - 2 * gram, 0.0))
     first, second = np.triu_indices(num_clusters, 1)
     for pair in np.argsort(distances[first, second], kind="stable"):
         a, b = int(first[pair]), int(second[pair])
