@@ -46,9 +46,10 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 
 ServerOption = typer.Option(None, "--server", help="Server address HOST:PORT; default $DFST_SERVER, else embedded.")
+CheckOption = typer.Option(None, "--check", help="plg or rlg; repeatable; default both.")
 JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout and no progress bars.")
 stdout = Console()
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)  # messages stay on one line for scripts and logs
 # Connection settings from the root options, read by every command that calls a remote server.
 _connection = {"token_file": None, "tls_ca": None, "tls_server_name": None}
 
@@ -111,7 +112,8 @@ def _print_eval(job: jobs_pb2.Job, as_json: bool) -> None:
         verdict = {jobs_pb2.JOB_STATE_SUCCEEDED: "all_correct" if job.eval_report.all_correct else "some_wrong"}
         document = {
             "job_id": job.job_id, "state": STATE_NAMES[job.state].value,
-            "verdict": verdict.get(job.state, STATE_NAMES.get(job.state, "unknown")),
+            "verdict": verdict.get(job.state, STATE_NAMES[job.state].value),
+            "plg": job.eval_report.plg, "rlg": job.eval_report.rlg, "all_correct": job.eval_report.all_correct,
             "error": job.error, "report": report,
         }
         typer.echo(json.dumps(document, sort_keys=True))
@@ -119,23 +121,30 @@ def _print_eval(job: jobs_pb2.Job, as_json: bool) -> None:
     if report is None:
         stderr.print(f"job {job.job_id} {STATE_NAMES[job.state].value}: {job.error or 'no report'}")
         return
-    table = Table(title=f"{report['task']} with {report['model']} ({report['dtype']}), seed {report['seed']}")
-    for column in ("digits", "check", "verdict", "pairs", "correct", "steps", "seconds"):
-        table.add_column(column, justify="right")
-    for entry in report["lengths"]:
-        for check in report["checks"]:
-            if check not in entry:
-                continue
-            pairs = entry[check]["pairs"]
-            correct = sum(row["outcome"] == "correct" for row in pairs)
+
+    table = Table(title=f"{report['task']} with {report['model_name']}")
+    if "pairs" in report:
+        # one length: an LGReport
+        for column in ("digits", "check", "verdict", "pairs", "correct", "steps", "seconds"):
+            table.add_column(column, justify="right")
+        for check, passed in report["verdicts"].items():
+            pairs = [pair for pair in report["pairs"] if pair["check"] == check]
             table.add_row(
-                str(entry["digits"]), check.upper(), "pass" if entry[check]["passed"] else "[red]FAIL[/red]",
-                str(len(pairs)), str(correct), f"{sum(row['steps'] for row in pairs):,}",
-                f"{sum(row['seconds'] for row in pairs):.1f}",
+                str(report["digits"]), check.upper(), "pass" if passed else "[red]FAIL[/red]", str(len(pairs)),
+                str(sum(pair["outcome"] == "correct" for pair in pairs)), f"{sum(p['steps'] for p in pairs):,}",
+                f"{sum(pair['seconds'] for pair in pairs):.1f}",
             )
+    else:
+        # a search: an LGSearchResult
+        for column in ("digits", "PLG", "RLG", "steps"):
+            table.add_column(column, justify="right")
+        for step in report["tried"]:
+            verdicts = ["-" if step[check] is None else "pass" if step[check] else "[red]FAIL[/red]"
+                        for check in ("plg", "rlg")]
+            table.add_row(str(step["digits"]), *verdicts, f"{step['total_steps']:,}")
     stdout.print(table)
-    verdict = "every pair exact" if report["all_correct"] else "[red]some pairs wrong[/red]"
-    stdout.print(f"PLG {report['plg']}, RLG {report['rlg']}: {verdict} (job {job.job_id})")
+    verdict = "every pair exact" if job.eval_report.all_correct else "[red]some pairs wrong[/red]"
+    stdout.print(f"PLG {job.eval_report.plg}, RLG {job.eval_report.rlg}: {verdict} (job {job.job_id})")
 
 
 def _interrupted(stub, job_id: str) -> int:
@@ -155,7 +164,7 @@ def eval_command(
     digits: int = typer.Option(None, "--digits", help="Operand length in digits."),
     min_digits: int = typer.Option(None, "--min-digits", help="Smallest length of an LG search, in digits."),
     max_digits: int = typer.Option(None, "--max-digits", help="Largest length of an LG search, in digits."),
-    check: list[str] = typer.Option(None, "--check", help="plg or rlg; repeatable; default both."),
+    check: list[str] | None = CheckOption,
     seed: int = typer.Option(0, "--seed", help="Seed of the random PLG pairs."),
     model: str = typer.Option("", "--model", help="Model name or checkpoint path; default the task's default model."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
@@ -165,6 +174,7 @@ def eval_command(
     server: str = ServerOption,
 ) -> None:
     """Evaluate PLG and RLG of a model at one length or over a search range."""
+    check = check or []
     if (digits is None) == (min_digits is None or max_digits is None):
         stderr.print("error: give either --digits N or both --min-digits and --max-digits")
         raise typer.Exit(EXIT_USAGE)
@@ -175,7 +185,6 @@ def eval_command(
     if any(name not in CHECKS for name in check) or dtype not in DTYPES:
         stderr.print(f"error: --check takes {', '.join(CHECKS)} and --dtype takes {', '.join(DTYPES)}")
         raise typer.Exit(EXIT_USAGE)
-    check = check or []
     spec = jobs_pb2.EvalSpec(task=task, checks=[CHECKS[name] for name in check], seed=seed, model=model,
                              dtype=DTYPES[dtype], step_budget=step_budget)
     if digits is not None:

@@ -68,7 +68,7 @@ def job_to_proto(job: JobRecord) -> jobs_pb2.Job:
         if job.report is not None:
             message.eval_report.CopyFrom(jobs_pb2.EvalReport(
                 all_correct=job.report["all_correct"], plg=job.report["plg"], rlg=job.report["rlg"],
-                report_json=json.dumps(job.report, sort_keys=True),
+                report_json=job.report["report_json"],
             ))
     else:
         message.training.task = request["task"]

@@ -31,11 +31,18 @@ from dfst.server.plan import (
 )
 from dfst.server.store import JobStore
 from dfst.workers import models
-from dfst.workers.actors import WorkerConfig, start_rollout_workers, start_training_worker
+from dfst.workers.actors import (
+    RolloutWorker,
+    WorkerConfig,
+    rollout_worker_options,
+    start_rollout_workers,
+    start_training_worker,
+)
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.1  # longest wait of the dispatcher for a finished chunk
+MAX_CHUNK_FAILURES = 3  # failed chunks of one pair (a worker killed, e.g. out of memory) before its job fails
 TRAINING_POLL_INTERVAL_S = 1.0  # interval between training progress polls
 
 
@@ -77,6 +84,7 @@ class _EvalRun:
     pending: collections.deque = dataclasses.field(default_factory=collections.deque)  # units not started
     continuing: collections.deque = dataclasses.field(default_factory=collections.deque)  # units between chunks
     inflight: set = dataclasses.field(default_factory=set)  # units with a chunk on a worker
+    failures: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # failed chunks per unit
 
 
 class JobManager:
@@ -206,7 +214,7 @@ class JobManager:
     def _load_weights(self, request: EvalRequest):
         try:
             weights, metadata = models.load_model(request.model)
-        except models.ModelNotFoundError as error:
+        except models.MODEL_ERRORS as error:
             raise InvalidRequestError(str(error)) from error
         task = models.model_task(metadata)
         if task is not None and task != request.task:
@@ -324,17 +332,31 @@ class JobManager:
 
     def _handle_chunk(self, ref) -> None:
         worker, job_id, index = self._inflight.pop(ref)
+        try:
+            reply = ray.get(ref)
+        except ray.exceptions.RayError as error:
+            reply = None
+            failure = error
+        if reply is None and isinstance(failure, ray.exceptions.RayActorError):
+            # Ray gave up on the actor (its restarts are spent, or it was killed for memory): replace it
+            ray.kill(worker)
+            worker = RolloutWorker.options(**rollout_worker_options(self.config.workers)).remote()
+            logger.warning("replaced a dead rollout worker: %s", str(failure).splitlines()[0])
         self._idle.append(worker)
         with self._lock:
             run = self._runs.get(job_id)
         if run is None:
             return  # cancelled while the chunk ran
         run.inflight.discard(index)
-        try:
-            reply = ray.get(ref)
-        except ray.exceptions.RayError as error:
-            logger.error("chunk of job %s, pair %d failed: %s", job_id, index, error)
-            self._fail(run.job, f"rollout of pair {index} failed on a worker: {error}")
+        if reply is None:
+            run.failures[index] += 1
+            logger.error("chunk of job %s, pair %d failed (%d of %d): %s", job_id, index, run.failures[index],
+                         MAX_CHUNK_FAILURES, str(failure).splitlines()[0])
+            if run.failures[index] >= MAX_CHUNK_FAILURES:
+                self._fail(run.job, f"rollout of pair {index} failed {run.failures[index]} times on workers; "
+                                    f"last error: {str(failure).splitlines()[0]}")
+            else:
+                run.continuing.appendleft(index)  # resumes from its last checkpoint, if any
             return
         # The worker reports the rollout's total steps, so the chunk's own steps are the difference.
         self.metrics.record_rollout_steps(run.request.task, reply["steps"] - run.checkpoints.get(index, (0, None))[0])
@@ -377,7 +399,9 @@ class JobManager:
         self._publish(run.job.job_id, "progress", run.job.progress)
 
     def _finish_eval(self, run: _EvalRun) -> None:
-        report = build_report(run.request, run.sha256, run.units, run.results)
+        wall_seconds = time.time() - (run.job.started_at or run.job.created_at)
+        workers = len(self._idle) + len(self._inflight)
+        report = build_report(run.request, run.sha256, run.units, run.results, wall_seconds, workers)
         with self._lock:
             if self._runs.pop(run.job.job_id, None) is None:
                 return
@@ -404,7 +428,7 @@ class JobManager:
 
     def _training_dir(self, job: JobRecord) -> pathlib.Path:
         name = job.request["model_name"] or f"{job.request['task']}-{job.job_id[:8]}"
-        return self.store.data_dir / "models" / name
+        return self.store.data_dir / "training" / name
 
     def _admit_training(self, job: JobRecord) -> None:
         config = {**job.request["config"], "task": job.request["task"]}
@@ -459,8 +483,10 @@ class JobManager:
                 return
             if not result.get("completed", True):
                 return  # stopped by a cancellation, already recorded
+            name = self._training_dir(job).name
+            checkpoint = str(models.save_user_model(name, *models.load_model(result["model_path"])))
             job.report = {
-                "model_name": self._training_dir(job).name, "checkpoint_path": str(result.get("model_path") or ""),
+                "model_name": name, "checkpoint_path": checkpoint,
                 "final_loss": float(result.get("final_loss", 0.0)), "iterations": int(result.get("iterations_done", 0)),
             }
             self._transition(job, JobState.SUCCEEDED)

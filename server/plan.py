@@ -13,10 +13,10 @@ import dataclasses
 import functools
 import logging
 import math
-import random
 import sys
 
-from dfst.data import random_operand, repdigit_pairs
+from dfst.data import repdigit_pairs
+from dfst.evaluation import LGReport, LGSearchResult, PairResult, SearchStep, lg_pairs
 from dfst.experts import TASKS, UnknownTaskError, get_expert
 from dfst.runner import count_steps
 
@@ -28,10 +28,10 @@ CHECKS = ("plg", "rlg")
 DTYPES = ("float32", "float64")
 # Longest operand a request may ask for, in digits; an add10 rollout at this length takes about 2·10¹⁰ steps.
 MAX_DIGITS = 100_000
-PLG_EXACT_PAIRS = 5  # PLG pairs whose operands have exactly n digits
-PLG_UP_TO_PAIRS = 5  # PLG pairs whose operands have at most n digits
-# Operand length of the pair whose step count calibrates the c in c·n² step estimates.
-CALIBRATION_DIGITS = 32
+PAIR_FIELDS = tuple(field.name for field in dataclasses.fields(PairResult))
+# Operand length of the pair whose step count calibrates c in the estimate c·n².  At this length the
+# terms linear in n add about 6 % for add10, so estimates for longer operands run a little high.
+CALIBRATION_DIGITS = 256
 
 
 class InvalidRequestError(ValueError):
@@ -111,8 +111,15 @@ def validate_eval_request(
         task=task, digits=digits, search_min=None if search is None else search[0],
         search_max=None if search is None else search[1],
         checks=tuple(check for check in CHECKS if check in (checks or CHECKS)),
-        seed=seed, model=model or default_model(task), dtype=dtype, step_budget=step_budget,
+        seed=seed, model=model or _default_model(default_model, task), dtype=dtype, step_budget=step_budget,
     )
+
+
+def _default_model(default_model, task: str) -> str:
+    try:
+        return default_model(task)
+    except LookupError as error:
+        raise InvalidRequestError(f"{error}; pass a model name, e.g. oracle-{task}") from error
 
 
 def built_tasks() -> list[str]:
@@ -139,25 +146,16 @@ class Unit:
     b: int
 
 
-def plg_pairs(task: str, digits: int, seed: int) -> list[tuple[int, int]]:
-    """Return the PLG pairs at ``digits``: 5 of exactly that length, then 5 of at most that length."""
-    radix = get_expert(task).alphabet.radix
-    rng = random.Random(f"plg:{task}:{digits}:{seed}")
-    exact = [(random_operand(rng, digits, radix, exact=True), random_operand(rng, digits, radix, exact=True))
-             for _ in range(PLG_EXACT_PAIRS)]
-    up_to = [(random_operand(rng, digits, radix), random_operand(rng, digits, radix)) for _ in range(PLG_UP_TO_PAIRS)]
-    return exact + up_to
-
-
 def plan_units(request: EvalRequest) -> list[Unit]:
-    """Return every rollout the request may run, grouped by length in search order."""
-    radix = get_expert(request.task).alphabet.radix
+    """Return every rollout the request may run, grouped by length in search order.
+
+    The pairs at each length are those of dfst.evaluation.lg_pairs, so the
+    library and the service evaluate the same pairs for the same seed.
+    """
     units: list[Unit] = []
     for step, digits in enumerate(request.lengths()):
-        for check in request.checks:
-            pairs = plg_pairs(request.task, digits, request.seed) if check == "plg" else repdigit_pairs(digits, radix)
-            for a, b in pairs:
-                units.append(Unit(len(units), step, check, digits, a, b))
+        for pair in lg_pairs(request.task, digits, request.checks, request.seed):
+            units.append(Unit(len(units), step, pair.check, digits, pair.a, pair.b))
     return units
 
 
@@ -193,34 +191,57 @@ def _count_digits(number: int, radix: int) -> int:
     return digits
 
 
-def build_report(request: EvalRequest, model_sha256: str, units: list[Unit], results: dict[int, dict]) -> dict:
-    """Return the evaluation report: per length and check the verdict and pairs, then PLG, RLG and all_correct."""
-    lengths = []
-    plg = rlg = 0
-    plg_broken = False
+def _length_report(request: EvalRequest, model_name: str, model_sha256: str, digits: int, rows: list[dict],
+                   wall_seconds: float, workers: int) -> LGReport:
+    pairs = [PairResult(**{field: row.get(field) for field in PAIR_FIELDS}) for row in rows]
+    total_steps = sum(pair.steps for pair in pairs)
+    return LGReport(
+        task=request.task, model_name=model_name, model_sha256=model_sha256, digits=digits, seed=request.seed,
+        dtype=request.dtype, pairs=pairs,
+        verdicts={check: all(p.outcome == "correct" for p in pairs if p.check == check) for check in request.checks},
+        total_steps=total_steps, wall_seconds=wall_seconds, cpu_seconds=sum(pair.seconds for pair in pairs),
+        workers=workers, steps_per_second=total_steps / wall_seconds if wall_seconds > 0 else 0.0,
+    )
+
+
+def build_report(request: EvalRequest, model_sha256: str, units: list[Unit], results: dict[int, dict],
+                 wall_seconds: float, workers: int) -> dict:
+    """Return {"plg", "rlg", "all_correct", "report_json"} for a finished evaluation.
+
+    ``report_json`` is the library's document: an LGReport for one length, an
+    LGSearchResult for a search (whose ``tried`` lists the lengths run).
+    """
+    reports = []
     for step, digits in enumerate(request.lengths()):
-        step_units = [unit for unit in units if unit.step == step]
-        if not all(unit.index in results for unit in step_units):
+        rows = [results[unit.index] for unit in units if unit.step == step and unit.index in results]
+        if not rows:
             break
-        entry = {"digits": digits}
-        for check in request.checks:
-            rows = [{"a": str(unit.a), "b": str(unit.b), **results[unit.index]}
-                    for unit in step_units if unit.check == check]
-            entry[check] = {"passed": all(row["outcome"] == "correct" for row in rows), "pairs": rows}
-        lengths.append(entry)
-        plg_passed = entry["plg"]["passed"] if "plg" in entry else True
-        if plg_passed and not plg_broken:
-            plg = digits if "plg" in entry else 0
-            if "rlg" in entry and entry["rlg"]["passed"]:
-                rlg = digits
-        else:
-            plg_broken = True
+        reports.append(_length_report(request, request.model, model_sha256, digits, rows, wall_seconds, workers))
+
+    plg = rlg = 0
+    for report in reports:
+        plg_passed = report.verdicts.get("plg", True)
+        if not plg_passed:
+            break
+        plg = report.digits if "plg" in report.verdicts else 0
+        if report.verdicts.get("rlg", False):
+            rlg = report.digits
+    if "plg" not in request.checks:
+        plg = 0
     all_correct = bool(results) and all(row["outcome"] == "correct" for row in results.values())
-    return {
-        "task": request.task, "model": request.model, "model_sha256": model_sha256, "dtype": request.dtype,
-        "seed": request.seed, "checks": list(request.checks), "lengths": lengths,
-        "plg": plg, "rlg": rlg, "all_correct": all_correct,
-    }
+
+    if request.digits is not None:
+        document = reports[0].to_json()
+    else:
+        tried = [SearchStep(digits=report.digits, plg=report.verdicts.get("plg"), rlg=report.verdicts.get("rlg", True),
+                            total_steps=report.total_steps, wall_seconds=report.cpu_seconds / max(workers, 1))
+                 for report in reports]
+        stopped_by = "failure" if not all_correct else "cap_digits"
+        document = LGSearchResult(
+            task=request.task, model_name=request.model, model_sha256=model_sha256, plg=plg, rlg=rlg, tried=tried,
+            stopped_by=stopped_by, total_steps=sum(step.total_steps for step in tried),
+        ).to_json()
+    return {"plg": plg, "rlg": rlg, "all_correct": all_correct, "report_json": document}
 
 
 def search_stopped(request: EvalRequest, units: list[Unit], results: dict[int, dict], step: int) -> bool:

@@ -1,0 +1,217 @@
+"""The evaluation service end to end: real gRPC on loopback and one real local Ray instance."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sqlite3
+import time
+
+import grpc
+import pytest
+from dfst.server.app import DfstServer, ServerConfig
+from dfst.server.jobs import IllegalTransitionError, JobKind, JobRecord, JobState
+from dfst.server.manager import ManagerConfig
+from dfst.server.plan import plan_units, validate_eval_request
+from dfst.server.store import JobStore, StoreError
+from dfst.workers.actors import WorkerConfig
+from dfst.workers.models import default_model_name
+
+from dfst.v1 import jobs_pb2, service_pb2, service_pb2_grpc
+
+RPC_TIMEOUT_S = 30
+
+
+
+def _start(data_dir: pathlib.Path, chunk_steps: int = 4_000_000, max_active_jobs: int = 64) -> DfstServer:
+    config = ServerConfig(port=0, data_dir=data_dir, manager=ManagerConfig(
+        max_active_jobs=max_active_jobs, workers=WorkerConfig(num_workers=2, chunk_steps=chunk_steps)))
+    return DfstServer(config).start()
+
+
+@pytest.fixture
+def server(ray_session, tmp_path):
+    running = _start(tmp_path)
+    yield running
+    running.stop()
+
+
+def _stub(server: DfstServer):
+    channel = grpc.insecure_channel(server.address)
+    return service_pb2_grpc.DfstServiceStub(channel)
+
+
+def _watch(stub, job_id: str) -> tuple[jobs_pb2.Job, dict[int, jobs_pb2.RolloutResult], list[str]]:
+    job, rollouts, kinds = None, {}, []
+    for event in stub.WatchJob(service_pb2.WatchJobRequest(job_id=job_id), timeout=120):
+        kind = event.WhichOneof("event")
+        kinds.append(kind)
+        if kind == "job":
+            job = event.job
+        elif kind == "rollout":
+            rollouts[event.rollout.index] = event.rollout
+    return job, rollouts, kinds
+
+
+def _submit(stub, **fields) -> jobs_pb2.Job:
+    spec = jobs_pb2.EvalSpec(**fields)
+    return stub.SubmitEval(service_pb2.SubmitEvalRequest(spec=spec), timeout=RPC_TIMEOUT_S).job
+
+
+def test_job_state_transitions():
+    job = JobRecord.new(JobKind.EVAL, {})
+    job.transition(JobState.RUNNING)
+    job.transition(JobState.SUCCEEDED)
+
+    assert job.state.is_terminal()
+    assert job.finished_at is not None
+    with pytest.raises(IllegalTransitionError, match="cannot move from succeeded to running"):
+        job.transition(JobState.RUNNING)
+
+
+def test_store_rejects_unwritable_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+
+    with pytest.raises(StoreError, match="cannot create the data folder"):
+        JobStore(blocker / "data")
+
+
+def test_eval_report_matches_python_integers(server):
+    stub = _stub(server)
+    job = _submit(stub, task="add10", digits=20, model="oracle-add10", seed=7)
+    final, rollouts, kinds = _watch(stub, job.job_id)
+
+    assert final.state == jobs_pb2.JOB_STATE_SUCCEEDED
+    assert kinds[0] == "job"
+    assert "progress" in kinds
+    assert len(rollouts) == 91
+    assert all(row.outcome == jobs_pb2.ROLLOUT_OUTCOME_CORRECT for row in rollouts.values())
+    request = validate_eval_request("add10", 20, None, [], 7, "oracle-add10", "float32", 0, default_model_name)
+    units = plan_units(request)
+    for unit in units:
+        assert (rollouts[unit.index].a, rollouts[unit.index].b) == (str(unit.a), str(unit.b))
+        assert len(str(unit.a)) <= 20
+        assert len(str(unit.b)) <= 20
+    report = json.loads(final.eval_report.report_json)
+    assert report["verdicts"] == {"plg": True, "rlg": True}
+    assert report["digits"] == 20
+    assert len(report["pairs"]) == 91
+    assert (final.eval_report.plg, final.eval_report.rlg) == (20, 20)
+    assert final.eval_report.all_correct
+    assert final.progress.rollouts_done == 91
+
+
+def test_wrong_model_fails_pairs(server, tmp_path):
+    from dfst import DFSTWeights, get_expert, oracle_weights
+    from dfst.checkpoint import save_checkpoint
+
+    weights = oracle_weights(get_expert("add10"))
+    B = weights.B.copy()
+    B[:, :, :] = 0
+    B[:, 1, :] = 1  # writes the digit 0 everywhere
+    path = save_checkpoint(tmp_path / "zeros.safetensors", DFSTWeights(weights.A, B, weights.C, weights.h0),
+                           {"task": "add10"})
+    stub = _stub(server)
+    job = _submit(stub, task="add10", digits=3, model=str(path), checks=[jobs_pb2.LENGTH_CHECK_RLG], step_budget=5000)
+    final, rollouts, _ = _watch(stub, job.job_id)
+
+    assert final.state == jobs_pb2.JOB_STATE_SUCCEEDED
+    assert not final.eval_report.all_correct
+    assert all(row.outcome != jobs_pb2.ROLLOUT_OUTCOME_CORRECT for row in rollouts.values())
+    assert final.progress.rollouts_done == 81
+
+
+def test_search_stops_at_first_failing_length(server):
+    stub = _stub(server)
+    job = _submit(stub, task="add2", search=jobs_pb2.DigitRange(min=4, max=64), model="oracle-add2", step_budget=3000)
+    final, rollouts, _ = _watch(stub, job.job_id)
+    report = json.loads(final.eval_report.report_json)
+
+    # a 3000-step budget fits 32-digit binary additions (about 2·32² steps) but not 64-digit ones
+    assert [step["digits"] for step in report["tried"]] == [4, 8, 16, 32, 64]
+    assert (report["plg"], report["rlg"]) == (32, 32)
+    assert (final.eval_report.plg, final.eval_report.rlg) == (32, 32)
+    assert final.progress.rollouts_total == 5 * 11
+
+
+def test_invalid_requests_get_status_codes(server):
+    stub = _stub(server)
+    cases = [
+        ({"task": "add7", "digits": 5}, grpc.StatusCode.INVALID_ARGUMENT, "unknown task 'add7'"),
+        ({"task": "add10", "digits": 0}, grpc.StatusCode.INVALID_ARGUMENT, "digits must be between 1"),
+        ({"task": "add10", "digits": 5, "model": "nope"}, grpc.StatusCode.INVALID_ARGUMENT, "unknown model 'nope'"),
+        ({"task": "add10", "digits": 5, "model": "oracle-add2"}, grpc.StatusCode.INVALID_ARGUMENT, "solves add2"),
+    ]
+    for fields, code, text in cases:
+        with pytest.raises(grpc.RpcError) as caught:
+            _submit(stub, **fields)
+        assert caught.value.code() == code, fields
+        assert text in caught.value.details(), fields
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetJob(service_pb2.GetJobRequest(job_id="missing"), timeout=RPC_TIMEOUT_S)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_cancel_running_job_then_cancel_again(server):
+    stub = _stub(server)
+    job = _submit(stub, task="add10", digits=400, model="oracle-add10")
+    cancelled = stub.CancelJob(service_pb2.CancelJobRequest(job_id=job.job_id), timeout=RPC_TIMEOUT_S).job
+    final, _, _ = _watch(stub, job.job_id)
+
+    assert cancelled.state == jobs_pb2.JOB_STATE_CANCELLED
+    assert final.state == jobs_pb2.JOB_STATE_CANCELLED
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CancelJob(service_pb2.CancelJobRequest(job_id=job.job_id), timeout=RPC_TIMEOUT_S)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_queue_limit_is_resource_exhausted(ray_session, tmp_path):
+    limited = _start(tmp_path, max_active_jobs=1)
+    try:
+        stub = _stub(limited)
+        first = _submit(stub, task="add10", digits=400, model="oracle-add10")
+        with pytest.raises(grpc.RpcError) as caught:
+            _submit(stub, task="add10", digits=400, model="oracle-add10")
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        stub.CancelJob(service_pb2.CancelJobRequest(job_id=first.job_id), timeout=RPC_TIMEOUT_S)
+    finally:
+        limited.stop()
+
+
+def test_restarted_server_resumes_without_redoing_rollouts(ray_session, tmp_path):
+    # small chunks, so the first server stops with finished rollouts and mid-rollout checkpoints
+    first = _start(tmp_path, chunk_steps=20_000)
+    stub = _stub(first)
+    job = _submit(stub, task="add10", digits=150, model="oracle-add10", checks=[jobs_pb2.LENGTH_CHECK_RLG])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        progress = stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id), timeout=RPC_TIMEOUT_S).job.progress
+        if progress.rollouts_done >= 10:
+            break
+        time.sleep(0.2)
+    first.stop()
+
+    database = sqlite3.connect(tmp_path / "service.db")
+    finished_before = {index: result for index, result in database.execute("SELECT idx, result FROM rollouts "
+                                                                            "WHERE job_id = ?", (job.job_id,))}
+    checkpoints = database.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0]
+    database.close()
+    assert 10 <= len(finished_before) < 81
+    assert checkpoints >= 1
+
+    second = _start(tmp_path, chunk_steps=20_000)
+    try:
+        final, rollouts, _ = _watch(_stub(second), job.job_id)
+    finally:
+        second.stop()
+
+    assert final.state == jobs_pb2.JOB_STATE_SUCCEEDED
+    assert final.eval_report.all_correct
+    assert len(rollouts) == 81
+    database = sqlite3.connect(tmp_path / "service.db")
+    finished_after = dict(database.execute("SELECT idx, result FROM rollouts WHERE job_id = ?", (job.job_id,)))
+    database.close()
+    for index, result in finished_before.items():
+        assert finished_after[index] == result, f"rollout {index} was redone"
