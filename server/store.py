@@ -61,7 +61,7 @@ class StoreFullError(StoreError):
 
 
 @contextlib.contextmanager
-def _writing(db: sqlite3.Connection, what: str, path: pathlib.Path) -> Iterator[None]:
+def _writing(db: sqlite3.Connection, record: str, path: pathlib.Path) -> Iterator[None]:
     """Turn a failed write into StoreError (StoreFullError when the disk is full), rolling back its transaction."""
     try:
         yield
@@ -69,9 +69,9 @@ def _writing(db: sqlite3.Connection, what: str, path: pathlib.Path) -> Iterator[
         if db.in_transaction:
             db.execute("ROLLBACK")
         if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-            message = f"cannot store the {what}: the disk of {path} is full; free space and retry"
+            message = f"cannot store the {record}: the disk of {path} is full; free space and retry"
             raise StoreFullError(message) from error
-        raise StoreError(f"cannot store the {what} in {path}: {error}") from error
+        raise StoreError(f"cannot store the {record} in {path}: {error}") from error
 
 
 def default_data_dir() -> pathlib.Path:
