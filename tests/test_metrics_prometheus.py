@@ -21,6 +21,7 @@ import pytest
 import yaml
 from dfst.server.metrics import DEFAULT_STEP_RATE_WINDOW_S
 from metrics_helpers import report_steps, start_server, submit_eval, wait_for_job
+from test_deploy import GRAFANA_VARIABLES, dashboard_queries
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -133,6 +134,13 @@ def test_prometheus_scrapes_step_counter(ray_session, tmp_path):
         targets = prometheus.api("targets")["activeTargets"]
         dfst_targets = [target for target in targets if target["labels"]["job"] == "dfst"]
         assert [target["health"] for target in dfst_targets] == ["up"]
+
+        # Every dashboard query evaluates without error on real data.
+        for query in dashboard_queries():
+            for variable, value in GRAFANA_VARIABLES.items():
+                query = query.replace(variable, value)
+            prometheus.query(query)
+        assert prometheus.query('sum(dfst_jobs_finished_total{outcome="succeeded"})')
 
         # Some scrape inside the step-rate window saw a positive rate.
         peak = prometheus.query(f"max_over_time(dfst_rollout_steps_per_second{{task=\"add10\"}}"
