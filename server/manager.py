@@ -342,6 +342,8 @@ class JobManager:
             ray.kill(worker)
             worker = RolloutWorker.options(**rollout_worker_options(self.config.workers)).remote()
             logger.warning("replaced a dead rollout worker: %s", str(failure).splitlines()[0])
+            # The replacement is a new actor, so its replies never carry "restarted": count it here.
+            self.metrics.record_worker_restart("eval")
         self._idle.append(worker)
         with self._lock:
             run = self._runs.get(job_id)
