@@ -30,7 +30,7 @@ def submit_eval(address: str, task: str, digits: int, seed: int = 3) -> str:
 
 
 def wait_for_job(address: str, job_id: str, on_progress=None) -> tuple[jobs_pb2.Job, int]:
-    """Watch a job to its end; return the final job message and the steps summed over its streamed rollouts.
+    """Watch a job to its end, and return the final job message and the steps summed over its streamed rollouts.
 
     ``on_progress`` is called once, at the first progress event.
     """

@@ -43,7 +43,7 @@ def write_test_config(folder: pathlib.Path, metrics_port: int) -> pathlib.Path:
     config["global"]["evaluation_interval"] = f"{SCRAPE_INTERVAL_S}s"
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     jobs["dfst"]["static_configs"] = [{"targets": [f"127.0.0.1:{metrics_port}"]}]
-    # The test's Ray instance runs without a dashboard, which writes Ray's own file.
+    # Ray's dashboard writes the real discovery file, and the test's Ray instance runs without one.
     discovery = folder / "ray_service_discovery.json"
     discovery.write_text("[]")
     jobs["ray"]["file_sd_configs"] = [{"files": [str(discovery)]}]
