@@ -77,6 +77,24 @@ def test_worker_restart_counted(ray_session, tmp_path):
         server.stop()
 
 
+def test_replaced_worker_counted(ray_session, tmp_path):
+    server = start_server(tmp_path, num_workers=1, chunk_steps=2000)
+    [worker] = server.manager._idle
+
+    def kill_worker_for_good() -> None:
+        # no_restart=True: Ray does not restart the actor, so the manager must replace it.
+        ray.kill(worker, no_restart=True)
+
+    try:
+        job, _ = wait_for_job(server.address, submit_eval(server.address, "add10", 100),
+                              on_progress=kill_worker_for_good)
+        assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED
+        assert sample(server, "dfst_worker_restarts_total", kind="eval") == 1
+        assert sample(server, "dfst_rollout_steps_total", task="add10") == report_steps(job)
+    finally:
+        server.stop()
+
+
 def test_metrics_endpoint_serves_registry(ray_session, tmp_path):
     server = start_server(tmp_path, metrics_port=0)
     try:
