@@ -1,4 +1,4 @@
-"""How the client reaches a server: --server / $DFST_SERVER, or an embedded one on loopback."""
+"""Connection to a server: --server / $DFST_SERVER, or a server embedded on loopback."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ CONNECT_TIMEOUT_S = 10.0  # time allowed for the channel to become ready
 
 
 class ServiceUnavailableError(RuntimeError):
-    """No server answers at the target address."""
+    """No server responded at the target address."""
 
 
 @contextlib.contextmanager
@@ -50,7 +50,7 @@ def _wait_ready(channel: grpc.Channel, target: str) -> None:
         grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
     except grpc.FutureTimeoutError as error:
         raise ServiceUnavailableError(
-            f"no dfst server answers at {target} within {CONNECT_TIMEOUT_S:.0f} s; "
+            f"no dfst server responded at {target} within {CONNECT_TIMEOUT_S:.0f} s; "
             f"start one with `dfst-client serve` or unset --server and {SERVER_ENV} to run one embedded"
         ) from error
 

@@ -23,7 +23,7 @@ TERMINAL_STATES = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs
 
 @dataclasses.dataclass
 class WatchOutcome:
-    """What a watch saw."""
+    """Final job record and rollouts of a watch."""
 
     job: jobs_pb2.Job  # the last job record received
     rollouts: dict[int, jobs_pb2.RolloutResult]  # finished rollouts by pair index

@@ -87,7 +87,7 @@ def test_unreachable_server_exits_3():
     result = runner.invoke(app, ["models", "list", "--server", "127.0.0.1:1"])
 
     assert result.exit_code == EXIT_UNAVAILABLE
-    assert "no dfst server answers at 127.0.0.1:1" in result.output
+    assert "no dfst server responded at 127.0.0.1:1" in result.output
 
 
 def test_jobs_and_models_commands(address):

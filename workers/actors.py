@@ -1,9 +1,9 @@
 """Ray actors that run rollout chunks and training jobs.
 
-A :class:`RolloutWorker` runs one chunk of one rollout per call: it starts the
-rollout or restores it from the state bytes of the previous chunk, advances it
-by at most ``chunk_steps`` steps and returns the new state bytes or the
-result.  The server stores those bytes after every chunk, so a worker that
+A :class:`RolloutWorker` runs one chunk of one rollout per call.  It starts
+the rollout or restores it from the state bytes of the previous chunk, then
+advances it by at most ``chunk_steps`` steps and returns the new state bytes
+or the result.  The server stores those bytes after every chunk, so a worker that
 Ray restarts (``max_restarts``) or a task that Ray retries
 (``max_task_retries``) resumes from the last chunk, never from step 0.
 
@@ -153,5 +153,5 @@ def start_rollout_workers(config: WorkerConfig) -> list:
 
 
 def start_training_worker(config: WorkerConfig):
-    """Create one training actor; it runs train() and answers progress() and cancel() concurrently."""
+    """Create one training actor, which serves progress() and cancel() while train() runs."""
     return TrainingWorker.options(num_cpus=config.training_num_cpus, max_concurrency=4).remote()
