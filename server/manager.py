@@ -491,6 +491,11 @@ class JobManager:
                 "model_name": name, "checkpoint_path": checkpoint,
                 "final_loss": float(result.get("final_loss", 0.0)), "iterations": int(result.get("iterations_done", 0)),
             }
+            # Iterations after the last progress poll are counted here, before the loss series goes away.
+            self.metrics.record_training_progress(
+                job.request["task"], max(job.report["iterations"] - int(job.progress.get("iterations_done", 0)), 0),
+                job.report["final_loss"],
+            )
             self._transition(job, JobState.SUCCEEDED)
             self.store.save_job(job)
         self._publish(job.job_id, "job", job)
