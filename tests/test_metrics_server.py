@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -91,6 +92,26 @@ def test_replaced_worker_counted(ray_session, tmp_path):
         assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED
         assert sample(server, "dfst_worker_restarts_total", kind="eval") == 1
         assert sample(server, "dfst_rollout_steps_total", task="add10") == report_steps(job)
+    finally:
+        server.stop()
+
+
+def test_training_metrics(ray_session, tmp_path):
+    server = start_server(tmp_path, num_workers=1)
+    config = {"iterations": 300, "batch_size": 4, "log_every": 10, "checkpoint_every": 100}
+    spec = jobs_pb2.TrainingSpec(task="add2", config_json=json.dumps(config))
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = service_pb2_grpc.DfstServiceStub(channel)
+            job_id = stub.SubmitTraining(service_pb2.SubmitTrainingRequest(spec=spec), timeout=RPC_TIMEOUT_S).job.job_id
+        job, _ = wait_for_job(server.address, job_id)
+        assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED
+        assert job.training_report.iterations == 300
+        assert sample(server, "dfst_training_iterations_total", task="add2") == 300
+        assert sample(server, "dfst_jobs_finished_total", kind="training", task="add2", outcome="succeeded") == 1
+        # The loss series goes away with the last running training job of the task.
+        assert sample(server, "dfst_training_loss", task="add2") is None
+        assert sample(server, "dfst_jobs_running", kind="training") == 0
     finally:
         server.stop()
 
