@@ -5,12 +5,12 @@ Every server instance owns one :class:`ServerMetrics` with its own
 process (the tests do). The job manager calls the ``record_*`` methods, and
 :func:`start_metrics_http_server` exposes the registry over HTTP for Prometheus.
 
-Steps executed inside Ray actors are counted on the server: each worker reports
-the steps of every chunk with the chunk's progress, and the job manager passes
-that delta to :meth:`ServerMetrics.record_rollout_steps`. The count is therefore
-the same in embedded and cluster mode and needs no Ray metrics agent. A chunk
-that an actor loses when it crashes is never reported, so it is not counted,
-and the resumed rollout reports only the steps it runs after its last saved state.
+Steps executed inside Ray actors are counted on the server: each worker returns
+the rollout's total steps with every chunk, and the job manager passes the
+difference to the previous chunk to :meth:`ServerMetrics.record_rollout_steps`.
+The count is therefore the same in embedded and cluster mode and needs no Ray
+metrics agent. A chunk that an actor loses when it crashes is never returned,
+so it is not counted, and the rerun starts from the last saved state.
 
 Label values are bounded sets (task, job kind, outcome) and are checked on every
 call, so a bug cannot create one time series per job id or digit count.
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 # Every metric name starts with this prefix.
 METRIC_PREFIX = "dfst_"
 
-# TCP port of the metrics endpoint of `dfst-client serve`; deploy/ manifests use it too.
+# Default TCP port of the metrics endpoint of `dfst-client serve`, also used by the deploy/ manifests.
 DEFAULT_METRICS_PORT = 9479
 
 JOB_KINDS = ("eval", "training")
