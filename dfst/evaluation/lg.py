@@ -96,6 +96,7 @@ class LGReport:
     verdicts: dict[str, bool]  # check name -> every pair of that check correct
     total_steps: int  # steps summed over rollouts
     wall_seconds: float  # wall time of the whole evaluation
+    cpu_seconds: float  # CPU time of the rollout work summed over workers, budget runs of the expert included
     workers: int  # worker processes used
     steps_per_second: float  # total_steps / wall_seconds
 
@@ -111,8 +112,9 @@ class LGReport:
         return cls(**data)
 
 
-def _run_batch(weights: DFSTWeights, task: str, pairs: list[LGPair], dtype: str) -> list[PairResult]:
-    """Run rollouts in lockstep, LANES at a time, refilling lanes as they finish."""
+def _run_batch(weights: DFSTWeights, task: str, pairs: list[LGPair], dtype: str) -> tuple[list[PairResult], float]:
+    """Run rollouts in lockstep, LANES at a time, refilling lanes as they finish; return them and the CPU seconds."""
+    cpu_started = time.process_time()
     budgets = [budget_from_steps(s) for s in expert_step_counts(get_expert(task), [(p.a, p.b) for p in pairs])]
     results: list[PairResult | None] = [None] * len(pairs)
     queue = list(range(len(pairs)))
@@ -131,7 +133,7 @@ def _run_batch(weights: DFSTWeights, task: str, pairs: list[LGPair], dtype: str)
             results[n] = PairResult(pairs[n].check, result.a_digits, result.b_digits, result.outcome, result.steps,
                                     result.seconds, result.first_wrong_digit, result.detail)
         lanes = kept
-    return results
+    return results, time.process_time() - cpu_started
 
 
 def _batches(pairs: list[LGPair]) -> list[list[int]]:
@@ -170,12 +172,15 @@ def evaluate(
     batches = _batches(pairs)
     results: list[PairResult | None] = [None] * len(pairs)
     done = 0
+    cpu_seconds = 0.0
     started = time.perf_counter()
     logger.info("evaluating %s at %d digits: %d rollouts in %d batches on %d workers", task, digits, len(pairs),
                 len(batches), workers)
 
-    def collect(batch: list[int], batch_results: list[PairResult]) -> None:
-        nonlocal done
+    def collect(batch: list[int], outcome: tuple[list[PairResult], float]) -> None:
+        nonlocal done, cpu_seconds
+        batch_results, batch_cpu_seconds = outcome
+        cpu_seconds += batch_cpu_seconds
         for n, result in zip(batch, batch_results, strict=True):
             results[n] = result
         done += len(batch)
@@ -199,6 +204,7 @@ def evaluate(
     logger.info("%s at %d digits: %s, %d steps in %.1f s", task, digits, verdicts, total_steps, wall)
     return LGReport(
         task=task, model_name=model_name, model_sha256=weights.sha256(), digits=digits, seed=seed, dtype=dtype,
-        pairs=results, verdicts=verdicts, total_steps=total_steps, wall_seconds=wall, workers=workers,
+        pairs=results, verdicts=verdicts, total_steps=total_steps, wall_seconds=wall, cpu_seconds=cpu_seconds,
+        workers=workers,
         steps_per_second=total_steps / wall if wall > 0 else 0.0,
     )
