@@ -34,6 +34,9 @@ EXIT_WRONG = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 RPC_TIMEOUT_S = 30.0  # deadline of every unary call
+# Ranges of the uint32 and uint64 request fields; larger options fail as usage errors, not in protobuf.
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
 _USAGE_CODES = (
     grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.UNAUTHENTICATED,
@@ -161,21 +164,28 @@ def _interrupted(stub, job_id: str) -> int:
 @app.command("eval")
 def eval_command(
     task: str = typer.Option(..., "--task", help="Task: add2, add10, mult2 or mult10."),
-    digits: int = typer.Option(None, "--digits", help="Operand length in digits."),
-    min_digits: int = typer.Option(None, "--min-digits", help="Smallest length of an LG search, in digits."),
-    max_digits: int = typer.Option(None, "--max-digits", help="Largest length of an LG search, in digits."),
+    digits: int = typer.Option(None, "--digits", max=UINT32_MAX, help="Operand length in digits."),
+    min_digits: int = typer.Option(
+        None, "--min-digits", max=UINT32_MAX, help="Smallest length of an LG search, in digits."
+    ),
+    max_digits: int = typer.Option(
+        None, "--max-digits", max=UINT32_MAX, help="Largest length of an LG search, in digits."
+    ),
     check: list[str] | None = CheckOption,
-    seed: int = typer.Option(0, "--seed", help="Seed of the random PLG pairs."),
+    seed: int = typer.Option(0, "--seed", min=0, max=UINT64_MAX, help="Seed of the random PLG pairs."),
     model: str = typer.Option("", "--model", help="Model name or checkpoint path; default the task's default model."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
-    step_budget: int = typer.Option(0, "--step-budget", help="Steps per rollout; 0 for the engine's default."),
+    step_budget: int = typer.Option(
+        0, "--step-budget", min=0, max=UINT64_MAX, help="Steps per rollout; 0 for the engine's default."
+    ),
     detach: bool = typer.Option(False, "--detach", help="Print the job id and return without waiting."),
     as_json: bool = JsonOption,
     server: str = ServerOption,
 ) -> None:
     """Evaluate PLG and RLG of a model at one length or over a search range."""
     check = check or []
-    if (digits is None) == (min_digits is None or max_digits is None):
+    search_given = min_digits is not None or max_digits is not None
+    if (digits is not None) == search_given or (search_given and (min_digits is None or max_digits is None)):
         stderr.print("error: give either --digits N or both --min-digits and --max-digits")
         raise typer.Exit(EXIT_USAGE)
     for value, name in ((digits, "--digits"), (min_digits, "--min-digits"), (max_digits, "--max-digits")):
@@ -245,7 +255,7 @@ def _print_job(job: jobs_pb2.Job, as_json: bool) -> None:
 
 @jobs_app.command("list")
 def jobs_list(
-    limit: int = typer.Option(20, "--limit", help="Maximum number of jobs shown."),
+    limit: int = typer.Option(20, "--limit", min=0, max=UINT32_MAX, help="Maximum number of jobs shown; 0 means 100."),
     as_json: bool = JsonOption,
     server: str = ServerOption,
 ) -> None:
