@@ -215,3 +215,18 @@ def test_restarted_server_resumes_without_redoing_rollouts(ray_session, tmp_path
     database.close()
     for index, result in finished_before.items():
         assert finished_after[index] == result, f"rollout {index} was redone"
+
+
+def test_training_job_saves_user_model(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("DFST_MODEL_DIR", str(tmp_path / "registry"))
+    stub = _stub(server)
+    config = json.dumps({"iterations": 300, "log_every": 50, "checkpoint_every": 100})
+    spec = jobs_pb2.TrainingSpec(task="add2", config_json=config, model_name="service-add2")
+    job = stub.SubmitTraining(service_pb2.SubmitTrainingRequest(spec=spec), timeout=RPC_TIMEOUT_S).job
+    final, _, kinds = _watch(stub, job.job_id)
+
+    assert final.state == jobs_pb2.JOB_STATE_SUCCEEDED, final.error
+    assert final.training_report.model_name == "service-add2"
+    assert final.training_report.iterations == 300
+    assert (tmp_path / "registry" / "service-add2.safetensors").is_file()
+    assert final.training_report.checkpoint_path == str(tmp_path / "registry" / "service-add2.safetensors")
