@@ -230,3 +230,49 @@ def test_training_job_saves_user_model(server, tmp_path, monkeypatch):
     assert final.training_report.iterations == 300
     assert (tmp_path / "registry" / "service-add2.safetensors").is_file()
     assert final.training_report.checkpoint_path == str(tmp_path / "registry" / "service-add2.safetensors")
+
+
+def test_report_equals_library_evaluation(server):
+    from dfst.evaluation import evaluate
+    from dfst.registry import load_model
+
+    stub = _stub(server)
+    job = _submit(stub, task="add2", digits=24, model="add2", seed=3)
+    final, _, _ = _watch(stub, job.job_id)
+    service_report = json.loads(final.eval_report.report_json)
+    weights, _ = load_model("add2")
+    library_report = json.loads(evaluate(weights, "add2", 24, seed=3, workers=1, model_name="add2").to_json())
+
+    for key in ("schema", "task", "model_name", "model_sha256", "digits", "seed", "dtype", "verdicts", "total_steps"):
+        assert service_report[key] == library_report[key], key
+    for served, computed in zip(service_report["pairs"], library_report["pairs"], strict=True):
+        for key in ("check", "a_digits", "b_digits", "outcome", "steps", "first_wrong_digit"):
+            assert served[key] == computed[key], key
+
+
+def test_watch_reconnects_after_server_restart(ray_session, tmp_path):
+    import threading
+
+    from dfst.client.watch import watch_job
+
+    first = _start(tmp_path, chunk_steps=20_000)
+    port = first.port
+    stub = _stub(first)
+    job = _submit(stub, task="add10", digits=200, model="oracle-add10", checks=[jobs_pb2.LENGTH_CHECK_RLG])
+    outcome = {}
+    watcher = threading.Thread(target=lambda: outcome.update(result=watch_job(stub, job.job_id, False)))
+    watcher.start()
+    time.sleep(2)
+    state_at_stop = stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id), timeout=RPC_TIMEOUT_S).job.state
+    first.stop()
+    second = DfstServer(ServerConfig(port=port, data_dir=tmp_path, manager=ManagerConfig(
+        workers=WorkerConfig(num_workers=2, chunk_steps=20_000)))).start()
+    try:
+        watcher.join(timeout=120)
+    finally:
+        second.stop()
+
+    assert state_at_stop == jobs_pb2.JOB_STATE_RUNNING
+    assert not watcher.is_alive()
+    assert outcome["result"].job.state == jobs_pb2.JOB_STATE_SUCCEEDED
+    assert sorted(outcome["result"].rollouts) == list(range(81))
