@@ -5,9 +5,8 @@ rollout and on 16 rollouts in lockstep, of the numba kernel in lockstep, and of
 the PyTorch reference loop on a shorter rollout.  The bound is the per-step
 multiply-adds (d + K + 5)·d over 32 float32 FMAs per cycle (two 16-wide FMA
 units) at the clock in /proc/cpuinfo.  Times are CPU time of this process
-(time.process_time), which stays close to the uncontended wall time on a
-machine shared with other jobs; the wall time of the 16-lane run is printed
-too.
+(time.process_time), which other jobs on a shared machine disturb less than
+wall time.  The wall time of the 16-lane run is printed too.
 
 Usage: python benchmarks/rollout_speed.py [--digits N] [--reference-digits N]
 """
@@ -29,7 +28,7 @@ from dfst.rollout.reference import reference_rollout
 
 LANES = 16
 FMAS_PER_CYCLE = 32  # float32, two 512-bit FMA units
-ADD_LATENCY_CYCLES = 4  # float add latency on recent x86 cores
+ADD_LATENCY_CYCLES = 4  # float add latency of Intel cores since Skylake
 
 
 def clock_hz() -> float:

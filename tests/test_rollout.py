@@ -161,7 +161,7 @@ def test_advance_leaves_input_unchanged():
 
 
 def halted_with_row(digits: str, a: int, b: int) -> RolloutState:
-    """Return a halted add10 state whose grid holds ``digits`` on one row."""
+    """Return a halted add10 state whose grid contains ``digits`` on one row."""
     state = start_rollout(oracle_weights(get_expert("add10")), "add10", a, b, step_budget=10)
     grid = Grid.from_row(np.array([1 + int(c) for c in digits], dtype=np.int8))
     state.cells, state.origin_row, state.origin_col = grid.cells, grid.origin_row, grid.origin_col

@@ -55,11 +55,12 @@ def lg_search(
 ) -> LGSearchResult:
     """Find the largest passing n by doubling from ``start``, then bisection.
 
-    PLG drives the search, with RLG checked at each n as well; if RLG then
-    fails below PLG, a second bisection finds the largest passing RLG n.  No
-    evaluation starts once the steps used so far plus the estimated steps of
-    the next one (the last one's steps scaled by the square of the digit
-    ratio) would exceed ``cap_total_steps``.  ``progress`` gets each report.
+    PLG drives the search, and RLG is checked at each n as well.  If RLG
+    then fails below PLG, a second bisection finds the largest passing RLG n.
+    An evaluation is skipped when the steps used so far plus its estimated
+    steps would exceed ``cap_total_steps``.  The estimate is the last
+    evaluation's steps scaled by the square of the digit ratio.
+    ``progress`` gets each report.
 
     NOTE: bisection assumes a verdict that passes at n passes at every
     smaller n, as the LG definitions do; a model that fails only at some

@@ -2,7 +2,7 @@
  * Closed-loop DFST rollouts in lockstep: the native twin of the numba
  * kernel in kernel.py, with the same arithmetic and lane protocol.
  *
- * W is (K, d, R) with R a multiple of the vector width: row k of W[x] holds
+ * W is (K, d, R) with R a multiple of the vector width.  Row k of W[x] is
  * column k of [A[x]; B[x]; C[x]] followed by zero padding.  Each score is
  * summed over k = 0 .. d-1 in order with one rounding per multiply and per
  * add (the file is compiled with -ffp-contract=off), so results match the

@@ -37,7 +37,7 @@ class RolloutState:
     step_budget: int  # the rollout stops as budget_exceeded after this many steps without halting
     status: str  # "running", "halted", "budget_exceeded" or "non_finite"
     seconds: float = 0.0  # wall time spent advancing, summed over calls; lockstep lanes split a call's time
-    detail: str | None = None  # why the rollout stopped early, when status says too little
+    detail: str | None = None  # why the rollout stopped, where the status alone does not tell
 
     def copy(self) -> RolloutState:
         return dataclasses.replace(self, hidden=self.hidden.copy(), cells=self.cells.copy())
