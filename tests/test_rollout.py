@@ -259,6 +259,19 @@ def test_invalid_inputs_rejected():
         RolloutState.from_bytes(b"not a state")
 
 
+def test_tampered_state_rejected_or_stopped():
+    weights = oracle_weights(get_expert("add10"))
+    state = start_rollout(weights, "add10", 12, 34)
+    state.cells[0, 0] = 100
+    with pytest.raises(RolloutInputError, match="outside the weights' alphabet"):
+        advance(weights, state, 10)
+    far = start_rollout(weights, "add10", 12, 34)
+    far.row = 10**12
+    stopped = advance(weights, far, 10)
+    assert stopped.status == "budget_exceeded"
+    assert "grid window" in stopped.detail
+
+
 def test_state_bytes_round_trip_large_operands():
     weights = oracle_weights(get_expert("add10"))
     a = repdigit(7, 5000, 10)

@@ -147,12 +147,25 @@ def _check_state(weights: DFSTWeights, state: RolloutState, dtype: str) -> None:
         raise RolloutInputError(
             f"state hidden size {state.hidden.shape[0]} does not match the weights' d={weights.hidden_dim}"
         )
+    # the kernels index W by the observed symbol without bounds checks
+    if state.cells.size and (state.cells.min() < 0 or state.cells.max() >= weights.num_symbols):
+        raise RolloutInputError(
+            f"state grid has symbols in [{state.cells.min()}, {state.cells.max()}], "
+            f"outside the weights' alphabet [0, {weights.num_symbols})"
+        )
 
 
 def _grow_lanes(lanes: list[RolloutState]) -> None:
     """Grow each running lane's window to contain its cell, or stop it at the grid limit."""
     for state in lanes:
         if state.status != "running":
+            continue
+        i, j = state.row + state.origin_row, state.col + state.origin_col
+        height, width = state.cells.shape
+        # the window needed at least, checked before allocating it
+        if (max(height, i + 1) - min(0, i)) * (max(width, j + 1) - min(0, j)) > MAX_GRID_CELLS:
+            state.status = "budget_exceeded"
+            state.detail = f"the grid window would exceed {MAX_GRID_CELLS} cells after {state.steps} steps"
             continue
         cells, origin_row, origin_col = grow_to_contain(state.cells, state.origin_row, state.origin_col,
                                                         state.row, state.col)
