@@ -276,3 +276,19 @@ def test_watch_reconnects_after_server_restart(ray_session, tmp_path):
     assert not watcher.is_alive()
     assert outcome["result"].job.state == jobs_pb2.JOB_STATE_SUCCEEDED
     assert sorted(outcome["result"].rollouts) == list(range(81))
+
+
+def test_health_and_reflection(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    channel = grpc.insecure_channel(server.address)
+    health = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="dfst.v1.DfstService"), timeout=RPC_TIMEOUT_S)
+    replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=RPC_TIMEOUT_S)
+    services = {service.name for reply in replies for service in reply.list_services_response.service}
+
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert "dfst.v1.DfstService" in services
+    assert "grpc.health.v1.Health" in services
