@@ -26,7 +26,7 @@ sys.set_int_max_str_digits(0)
 
 CHECKS = ("plg", "rlg")
 DTYPES = ("float32", "float64")
-# Longest operand a request may ask for, in digits; an add10 rollout at this length takes about 2·10¹⁰ steps.
+# Maximum operand length of a request, in digits. An add10 rollout at this length takes about 2·10¹⁰ steps.
 MAX_DIGITS = 100_000
 PAIR_FIELDS = tuple(field.name for field in dataclasses.fields(PairResult))
 # Operand length of the pair whose step count calibrates c in the estimate c·n².  At this length the
