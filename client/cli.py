@@ -356,7 +356,7 @@ def serve_command(
     import ray
     from dfst.server.app import ServerConfig, serve
     from dfst.server.manager import ManagerConfig
-    from dfst.server.store import StoreError
+    from dfst.server.store import JobStore, StoreError, default_data_dir
     from dfst.workers.actors import WorkerConfig
 
     logging.getLogger().setLevel(logging.INFO)
@@ -380,6 +380,12 @@ def serve_command(
         security=security,
         metrics_host=metrics_host, metrics_port=metrics_port if metrics else None,
     )
+    # Check the data folder before Ray starts, so a bad folder fails fast and leaves no Ray instance behind.
+    try:
+        JobStore(config.data_dir or default_data_dir()).close()
+    except StoreError as error:
+        stderr.print(f"error: {error}")
+        raise typer.Exit(EXIT_USAGE) from None
     if ray_address:
         ray.init(address=ray_address, log_to_driver=False)
     else:
