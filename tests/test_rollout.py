@@ -191,6 +191,17 @@ def test_leading_zero_is_malformed():
     assert "leading zero" in result.detail
 
 
+def test_two_rows_is_malformed():
+    state = halted_with_row("132", 100, 32)
+    grid = Grid(state.cells, state.origin_row, state.origin_col)
+    grid.set(1, 0, 2)
+    state.cells, state.origin_row, state.origin_col = grid.cells, grid.origin_row, grid.origin_col
+    result = finish(state)
+    assert result.outcome == "wrong"
+    assert result.answer_length is None
+    assert "2 rows" in result.detail
+
+
 def test_halting_at_once_is_malformed():
     weights = oracle_weights(get_expert("add10"))
     C = np.zeros_like(weights.C)
