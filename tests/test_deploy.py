@@ -7,11 +7,15 @@ defaults. ``promtool`` (Debian package ``prometheus``) must be installed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
+import time
 import tomllib
 
 import jsonschema
@@ -343,3 +347,77 @@ def test_dockerfile_ports_and_command():
     assert command[:2] == ["dfst-client", "serve"]
     assert command[command.index("--port") + 1] == str(GRPC_PORT)
     assert command[command.index("--metrics-port") + 1] == str(DEFAULT_METRICS_PORT)
+
+
+# the head container's shell script, run with stand-ins for `ray` and `dfst-client`
+
+FAKE_RAY = """#!/bin/bash
+case "$1" in
+  status) test -e "$FAKE_DIR/ray-up" ;;
+  stop) echo stop >> "$FAKE_DIR/log" ;;
+  start) touch "$FAKE_DIR/ray-up"; echo start >> "$FAKE_DIR/log"; exec sleep 600 ;;
+esac
+"""
+
+FAKE_CLIENT = """#!/bin/bash
+echo "dfst-client $*" >> "$FAKE_DIR/log"
+if [ -n "$FAKE_SERVER_EXIT" ]; then exit "$FAKE_SERVER_EXIT"; fi
+trap 'echo term >> "$FAKE_DIR/log"; exit 0' TERM
+while true; do sleep 0.1; done
+"""
+
+
+def start_head_script(tmp_path: pathlib.Path, server_exit: str = "") -> subprocess.Popen:
+    """Run the head container's command with fake `ray` and `dfst-client` executables in PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("ray", FAKE_RAY), ("dfst-client", FAKE_CLIENT)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    cluster, _ = load_yaml_documents(RAYCLUSTER)
+    container = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_DIR": str(tmp_path), "FAKE_SERVER_EXIT": server_exit,
+        "KUBERAY_GEN_RAY_START_CMD": "ray start --head --block", "RAY_ADDRESS": "127.0.0.1:6379",
+    }
+    return subprocess.Popen(container["command"] + container["args"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for_log_line(log: pathlib.Path, prefix: str, timeout_s: float = 30) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if any(line.startswith(prefix) for line in lines):
+            return lines
+        time.sleep(0.1)
+    pytest.fail(f"no line starting with {prefix!r} in {log} within {timeout_s} s")
+
+
+def test_head_script_forwards_sigterm(tmp_path):
+    process = start_head_script(tmp_path)
+    try:
+        lines = wait_for_log_line(tmp_path / "log", "dfst-client")
+        assert lines[0] == "start"
+        assert lines[1].startswith(f"dfst-client serve --host 0.0.0.0 --port {GRPC_PORT}")
+
+        process.send_signal(signal.SIGTERM)
+        # `wait -n` interrupted by SIGTERM returns 128 + 15, the script's last status.
+        assert process.wait(timeout=30) == 143
+        lines = (tmp_path / "log").read_text().splitlines()
+        assert lines[2:] == ["term", "stop"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_head_script_exits_with_server(tmp_path):
+    # A server that exits ends the container, so Kubernetes restarts it.
+    process = start_head_script(tmp_path, server_exit="3")
+    try:
+        assert process.wait(timeout=30) == 3
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
