@@ -12,15 +12,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 
 import grpc
 import typer
-from dfst.client.connection import ServiceUnavailableError, open_stub
+from dfst.client.connection import SERVER_ENV, ServiceUnavailableError, open_stub
 from dfst.client.watch import TERMINAL_STATES, watch_job
 from dfst.server import auth
 from dfst.server.convert import CHECKS, DTYPES, OUTCOME_NAMES, STATE_NAMES, STATES, message_to_dict
 from dfst.server.metrics import DEFAULT_METRICS_PORT
+from dfst.server.store import DATA_DIR_ENV
 from rich.console import Console
 from rich.table import Table
 
@@ -150,14 +152,19 @@ def _print_eval(job: jobs_pb2.Job, as_json: bool) -> None:
     stdout.print(f"PLG {job.eval_report.plg}, RLG {job.eval_report.rlg}: {verdict} (job {job.job_id})")
 
 
-def _interrupted(stub, job_id: str) -> int:
+def _interrupted(stub, job_id: str, server: str | None) -> int:
     """Handle Ctrl+C during a watch: ask whether to cancel; without a terminal leave the job running."""
     if sys.stdin.isatty():
         if typer.confirm(f"\ncancel job {job_id}?", default=False):
             stub.CancelJob(service_pb2.CancelJobRequest(job_id=job_id), timeout=RPC_TIMEOUT_S)
             stderr.print(f"cancelled job {job_id}")
             return EXIT_UNAVAILABLE
-    stderr.print(f"job {job_id} left running; follow it with `dfst-client jobs watch {job_id}`")
+    if server or os.environ.get(SERVER_ENV):
+        stderr.print(f"job {job_id} left running; follow it with `dfst-client jobs watch {job_id}`")
+    else:
+        # the embedded server stops with this process, and its store keeps the job for the next start
+        stderr.print(f"job {job_id} left unfinished; the embedded server stops now and resumes the job the next "
+                     f"time dfst-client runs without --server on the same data folder (${DATA_DIR_ENV})")
     return EXIT_UNAVAILABLE
 
 
@@ -210,7 +217,7 @@ def eval_command(
         try:
             outcome = watch_job(stub, job.job_id, _show_progress(as_json))
         except KeyboardInterrupt:
-            raise typer.Exit(_interrupted(stub, job.job_id)) from None
+            raise typer.Exit(_interrupted(stub, job.job_id, server)) from None
         _print_eval(outcome.job, as_json)
         raise typer.Exit(_eval_exit_code(outcome.job))
 
@@ -234,7 +241,7 @@ def train_command(
         try:
             outcome = watch_job(stub, job.job_id, _show_progress(as_json))
         except KeyboardInterrupt:
-            raise typer.Exit(_interrupted(stub, job.job_id)) from None
+            raise typer.Exit(_interrupted(stub, job.job_id, server)) from None
         _print_job(outcome.job, as_json)
         raise typer.Exit(EXIT_OK if outcome.job.state == jobs_pb2.JOB_STATE_SUCCEEDED else EXIT_UNAVAILABLE)
 
@@ -350,7 +357,6 @@ def serve_command(
     tls_key: str = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
 ) -> None:
     """Run the dfst server until SIGTERM or Ctrl+C."""
-    import os
     import pathlib
 
     import ray
