@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import numpy as np
 
@@ -63,25 +64,68 @@ class Alphabet:
         """Return the digit values of a non-negative integer, most significant first."""
         if number < 0:
             raise AlphabetError(f"operand {number} is negative; only non-negative integers are allowed")
-        if number == 0:
-            return [0]
-        digits = []
-        while number:
-            number, digit = divmod(number, self.radix)
-            digits.append(digit)
-        return digits[::-1]
+        return [int(c, 36) for c in format_number(number, self.radix)]
+
+    def parse_digits(self, digits: str) -> int:
+        """Return the integer written by a string of digit characters, most significant first."""
+        return parse_number(digits, self.radix)
 
     def encode_number(self, number: int) -> np.ndarray:
         """Return the digit symbols of ``number``, most significant first."""
         return np.array([1 + v for v in self.digits_of(number)], dtype=GRID_DTYPE)
 
 
+# Conversions in radices other than 2 are done in chunks of this many digits, which stays below
+# CPython's limit on int/str conversion (4300 digits by default since 3.11)
+# without changing that interpreter-wide setting.
+_DECIMAL_CHUNK = 4000
+
+
+def format_number(number: int, radix: int) -> str:
+    """Return the digits of a non-negative integer in ``radix`` (2 to 10) as a string."""
+    if radix == 2:
+        return format(number, "b")
+    if radix == 10:
+        if number < 10**_DECIMAL_CHUNK:
+            return str(number)
+        chunks = []
+        base = 10**_DECIMAL_CHUNK
+        while number >= base:
+            number, chunk = divmod(number, base)
+            chunks.append(str(chunk).zfill(_DECIMAL_CHUNK))
+        chunks.append(str(number))
+        return "".join(reversed(chunks))
+    digits = []
+    while True:
+        number, digit = divmod(number, radix)
+        digits.append(str(digit))
+        if number == 0:
+            return "".join(reversed(digits))
+
+
+def parse_number(digits: str, radix: int) -> int:
+    """Return the integer written by ``digits`` in ``radix``, for any length."""
+    if radix == 2 or len(digits) <= _DECIMAL_CHUNK:
+        return int(digits, radix)
+    value = 0
+    for start in range(0, len(digits), _DECIMAL_CHUNK):
+        chunk = digits[start : start + _DECIMAL_CHUNK]
+        value = value * radix ** len(chunk) + int(chunk, radix)
+    return value
+
+
 def digit_count(number: int, radix: int) -> int:
     """Return the number of radix-``radix`` digits of a non-negative integer (1 for 0)."""
-    count = 1
-    while number >= radix:
-        number //= radix
+    if number < radix:
+        return 1
+    if radix == 2:
+        return number.bit_length()
+    # Estimate from the bit length, then correct by comparing with powers of the radix.
+    count = max(1, int((number.bit_length() - 1) * math.log(2, radix)))
+    while radix**count <= number:
         count += 1
+    while count > 1 and radix ** (count - 1) > number:
+        count -= 1
     return count
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from dfst import kernels
 from dfst.experts import ExpertSpec
-from dfst.grid import Grid, problem_grid, read_answer
+from dfst.grid import Grid, digit_count, problem_grid, read_answer
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Trace:
 
 def step_limit(a: int, b: int, radix: int) -> int:
     """Return a step count no correct expert run on (a, b) reaches."""
-    digits = max(len(np.base_repr(a, radix)), len(np.base_repr(b, radix)))
+    digits = max(digit_count(a, radix), digit_count(b, radix))
     return STEP_LIMIT_FLOOR + STEP_LIMIT_PER_DIGIT_SQUARED * digits * digits
 
 
@@ -89,7 +89,7 @@ def _check_halted(
     answer = read_answer(grid, expert.alphabet)
     if answer.problem is not None:
         raise ExpertRunError(f"{expert.task} on ({a}, {b}) left a malformed answer: {answer.problem}")
-    value = int(answer.digits, expert.alphabet.radix)
+    value = expert.alphabet.parse_digits(answer.digits)
     if value != expert.compute(a, b):
         raise ExpertRunError(f"{expert.task} on ({a}, {b}) returned {value}, expected {expert.compute(a, b)}")
     return value

@@ -135,3 +135,11 @@ def test_multiplication_radix_out_of_range():
     for radix in (1, 11):
         with pytest.raises(ValueError, match="radix"):
             multiplication_expert(radix)
+
+
+def test_operands_beyond_int_str_limit():
+    # CPython refuses int/str conversions of more than 4300 decimal digits by default.
+    expert = get_expert("add10")
+    a = 10**4400 - 1
+    run = run_expert(expert, a, 1)
+    assert run.answer == 10**4400
