@@ -94,6 +94,7 @@ class TrainConfig:
         """The training path used: fused numba on the CPU, the parallel scan elsewhere."""
         if self.path != "auto":
             return self.path
+        # NOTE: the scan path is tested on the CPU only; no GPU was available to run device="cuda".
         return "fused" if self.device.startswith("cpu") else "scan"
 
     def selection(self) -> SelectionConfig:
@@ -214,7 +215,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     probe: Callable[[Any, str, int], bool] | None = None,
 ) -> TrainResult:
-    """Train a DFST by next-action prediction on expert traces, resuming from ``out_dir`` if it holds a state.
+    """Train a DFST by next-action prediction on expert traces, resuming from ``out_dir`` if it contains a saved state.
 
     ``progress`` receives each log record; ``should_stop`` is polled every
     iteration, and a true result saves the state and returns early.
