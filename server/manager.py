@@ -29,7 +29,7 @@ from dfst.server.plan import (
     plan_units,
     search_stopped,
 )
-from dfst.server.store import JobStore
+from dfst.server.store import JobStore, StoreError
 from dfst.workers import models
 from dfst.workers.actors import (
     RolloutWorker,
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.1  # longest wait of the dispatcher for a finished chunk
 MAX_CHUNK_FAILURES = 3  # failed chunks of one pair (a worker killed, e.g. out of memory) before its job fails
 TRAINING_POLL_INTERVAL_S = 1.0  # interval between training progress polls
+STORE_RETRY_S = 1.0  # interval between attempts to store a finished chunk while the store fails (e.g. disk full)
 
 
 class JobNotFoundError(LookupError):
@@ -365,7 +366,12 @@ class JobManager:
         if reply.get("restarted"):
             self.metrics.record_worker_restart("eval")
         if reply["status"] == "running":
-            self.store.save_checkpoint(job_id, index, reply["steps"], reply["state"])
+            stored = self._store_with_retry(
+                lambda: self.store.save_checkpoint(job_id, index, reply["steps"], reply["state"]),
+                f"the checkpoint of job {job_id}, pair {index}",
+            )
+            if not stored:
+                return  # stopping: the pair resumes from its previous checkpoint on the next start
             run.checkpoints[index] = (reply["steps"], reply["state"])
             run.continuing.append(index)
             self._update_progress(run)
@@ -376,7 +382,9 @@ class JobManager:
         with self._lock:
             if job_id not in self._runs:
                 return
-            self.store.save_rollout(job_id, index, result)
+        if not self._store_with_retry(lambda: self.store.save_rollout(job_id, index, result),
+                                      f"the result of job {job_id}, pair {index}"):
+            return  # stopping: the pair reruns from its last checkpoint on the next start
         run.results[index] = result
         self.metrics.record_rollout_finished(run.request.task, result["outcome"])
         run.checkpoints.pop(index, None)
@@ -385,6 +393,28 @@ class JobManager:
         step_units = [u.index for u in run.units if u.step == run.step]
         if all(i in run.results for i in step_units):
             self._enter_step(run, run.step + 1)
+
+    def _store_with_retry(self, write, record: str) -> bool:
+        """Call ``write`` until the store accepts it; return False if the manager stops first.
+
+        A failed write (disk full, I/O error) blocks dispatching instead of
+        dropping the finished chunk, so no result is ever acknowledged and lost.
+        """
+        attempts = 0
+        while True:
+            try:
+                write()
+            except StoreError as error:
+                attempts += 1
+                if attempts == 1 or attempts % 60 == 0:
+                    logger.error("cannot store %s (attempt %d): %s; retrying every %.0f s", record, attempts, error,
+                                 STORE_RETRY_S)
+                if self._stopping.wait(STORE_RETRY_S):
+                    return False
+                continue
+            if attempts:
+                logger.info("stored %s after %d failed attempts", record, attempts)
+            return True
 
     def _update_progress(self, run: _EvalRun) -> None:
         done = sum(result["steps"] for result in run.results.values())
@@ -397,7 +427,11 @@ class JobManager:
         }
         with self._lock:
             if run.job.job_id in self._runs:
-                self.store.save_job(run.job)
+                try:
+                    self.store.save_job(run.job)
+                except StoreError as error:
+                    # Progress is rewritten after the next chunk, so a missed write loses nothing.
+                    logger.warning("cannot store the progress of job %s: %s", run.job.job_id, error)
         self._publish(run.job.job_id, "progress", run.job.progress)
 
     def _finish_eval(self, run: _EvalRun) -> None:
@@ -409,7 +443,8 @@ class JobManager:
                 return
             run.job.report = report
             self._transition(run.job, JobState.SUCCEEDED)
-            self.store.save_job(run.job)
+        if not self._store_with_retry(lambda: self.store.save_job(run.job), f"the report of job {run.job.job_id}"):
+            return  # stopping: the stored job is still running and finishes from its stored rollouts on restart
         logger.info("job %s succeeded: plg %d, rlg %d, all correct %s", run.job.job_id, report["plg"],
                     report["rlg"], report["all_correct"])
         self._publish(run.job.job_id, "job", run.job)
