@@ -312,14 +312,12 @@ def test_read_only_data_dir_fails_at_start(read_only_dir):
     assert str(read_only_dir) in str(caught.value)
 
 
-@pytest.fixture
-def tiny_dir(tmp_path):
-    """A 256 KiB tmpfs mount; needs root, as mounting does."""
-    folder = tmp_path / "tiny"
+def _tmpfs(folder, size: str):
+    """Mount a tmpfs of ``size`` on ``folder`` for the duration of a test; needs root, as mounting does."""
     folder.mkdir()
     if os.geteuid() != 0:
         pytest.skip("a full file system needs a tmpfs mount, which needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
                              capture_output=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"root cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
@@ -327,6 +325,18 @@ def tiny_dir(tmp_path):
         yield folder
     finally:
         subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    """A 256 KiB tmpfs mount."""
+    yield from _tmpfs(tmp_path / "tiny", "256k")
+
+
+@pytest.fixture
+def small_dir(tmp_path):
+    """A 16 MiB tmpfs mount: room for SQLite's write-ahead log, which grows to about 4 MiB between checkpoints."""
+    yield from _tmpfs(tmp_path / "small", "16m")
 
 
 def _fill(folder) -> None:
@@ -363,4 +373,27 @@ def test_full_disk_rejects_submission(ray_session, tiny_dir):
         assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING
     finally:
         (tiny_dir / "filler").unlink(missing_ok=True)
+        server.stop()
+
+
+def test_full_disk_mid_job_waits_then_finishes(ray_session, small_dir):
+    """Chunks that finish while the disk is full are kept until space returns; the job then completes."""
+    server = start_server(small_dir, num_workers=1, chunk_steps=20_000)
+    try:
+        stub = _stub(server.address)
+        # add2 repdigits at 300 digits: about 180,000 steps, so 9 chunks.
+        job_id = _submit(stub, task="add2", digits=300, checks=[jobs_pb2.LENGTH_CHECK_RLG], model="oracle-add2")
+        _wait_until(lambda: _get(stub, job_id).progress.steps_done > 0, "the first chunk", timeout_s=60)
+        _fill(small_dir)
+        time.sleep(3)  # several chunks finish on the worker while no write can succeed
+        assert _get(stub, job_id).state == jobs_pb2.JOB_STATE_RUNNING
+        assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING
+
+        (small_dir / "filler").unlink()
+        final = _watch(stub, job_id)[-1].job
+        assert final.state == jobs_pb2.JOB_STATE_SUCCEEDED, final.error
+        assert final.eval_report.all_correct
+        assert _stored_rollouts(small_dir, job_id).keys() == {0}
+    finally:
+        (small_dir / "filler").unlink(missing_ok=True)
         server.stop()
