@@ -56,7 +56,7 @@ class LoadResult:
     accepted: list[str]  # job ids the server accepted, in acceptance order
     succeeded: set[str]  # accepted jobs that ended succeeded with every pair correct
     failures: list[str]  # one line per job that failed, was wrong or could not be watched
-    rejections: int  # submissions answered RESOURCE_EXHAUSTED
+    rejections: int  # submissions rejected with RESOURCE_EXHAUSTED
     other_errors: list[str]  # unexpected rpc errors, one line each
     job_latencies_s: list[float]  # per job: first submission attempt to final event, seconds
     submit_latencies_s: list[float]  # per accepted SubmitEval call, seconds
