@@ -1,8 +1,8 @@
 """A small load run on loopback: 10 clients submit and watch 20 jobs through a queue limit of 4.
 
-Checks correctness only (every job completes, none is lost or duplicated, the
-limit holds with RESOURCE_EXHAUSTED, health stays SERVING); the timings of the
-full run are in benchmarks/load_test.py.
+Checks correctness only: every job completes, none is lost or duplicated,
+RESOURCE_EXHAUSTED enforces the limit, and health stays SERVING.  The timings
+of the full run come from benchmarks/load_test.py.
 """
 
 from __future__ import annotations
