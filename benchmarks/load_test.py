@@ -248,7 +248,7 @@ def _start_server(data_dir: pathlib.Path, max_active_jobs: int, workers: int) ->
     port = _free_port()
     command = [sys.executable, "-c", "from dfst.client.cli import main; main()", "serve", "--host", "127.0.0.1",
                "--port", str(port), "--data-dir", str(data_dir), "--max-active-jobs", str(max_active_jobs),
-               "--workers", str(workers)]
+               "--workers", str(workers), "--metrics-port", "0"]
     log_path = pathlib.Path(tempfile.gettempdir()) / f"dfst-load-server-{port}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - the server writes to it until it stops
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

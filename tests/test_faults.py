@@ -139,7 +139,7 @@ def _start_server_process(data_dir, port: int) -> subprocess.Popen:
     command = [
         sys.executable, "-c", "from dfst.client.cli import main; main()", "serve", "--host", "127.0.0.1",
         "--port", str(port), "--data-dir", str(data_dir), "--workers", "1", "--chunk-steps", str(CHUNK_STEPS),
-        "--ray-address", ray.get_runtime_context().gcs_address,
+        "--ray-address", ray.get_runtime_context().gcs_address, "--metrics-port", "0",
     ]
     log = open(data_dir.parent / f"server-{port}-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - kept open
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "DFST_TOKEN": ""})
