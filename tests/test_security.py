@@ -273,3 +273,22 @@ def test_serve_rejects_public_host_without_token(monkeypatch):
     result = _run_client(["serve", "--host", "0.0.0.0", "--port", "0"])
     assert result.exit_code == 2
     assert "token is required" in result.output
+
+
+def test_ipv6_loopback_with_token(ray_session, tmp_path):
+    from dfst.server.manager import ManagerConfig
+    from dfst.workers.actors import WorkerConfig
+
+    config = ServerConfig(
+        host="::1", port=0, data_dir=tmp_path / "data", security=SecurityConfig(token=TOKEN, require_token=True),
+        manager=ManagerConfig(workers=WorkerConfig(num_workers=1)),
+    )
+    server = DfstServer(config).start()
+    try:
+        assert server.address.startswith("[::1]:")
+        assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING
+        with auth.open_channel(server.address, token=TOKEN) as channel:
+            stub = service_pb2_grpc.DfstServiceStub(channel)
+            assert list(stub.ListJobs(service_pb2.ListJobsRequest(), timeout=DEADLINE_S).jobs) == []
+    finally:
+        server.stop()
