@@ -292,3 +292,10 @@ def test_ipv6_loopback_with_token(ray_session, tmp_path):
             assert list(stub.ListJobs(service_pb2.ListJobsRequest(), timeout=DEADLINE_S).jobs) == []
     finally:
         server.stop()
+
+
+def test_client_tracebacks_show_no_locals():
+    """Typer's pretty tracebacks would print local variables, a token among them."""
+    from dfst.client.cli import app
+
+    assert app.pretty_exceptions_show_locals is False
