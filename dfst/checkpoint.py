@@ -136,7 +136,7 @@ def load_checkpoint(path: str | os.PathLike, task: str | None = None) -> tuple[D
     tensors = load_tensors(path)
     names = sorted(tensors)
     if names != sorted(TENSOR_NAMES):
-        raise CheckpointError(f"checkpoint {path} holds tensors {names}, expected exactly {list(TENSOR_NAMES)}")
+        raise CheckpointError(f"checkpoint {path} contains tensors {names}, expected exactly {list(TENSOR_NAMES)}")
     for name in TENSOR_NAMES:
         dtype = tensors[name].dtype
         if dtype.type not in ALLOWED_DTYPES:
