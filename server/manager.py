@@ -12,7 +12,6 @@ import collections
 import copy
 import dataclasses
 import logging
-import pathlib
 import queue
 import threading
 import time
@@ -30,20 +29,19 @@ from dfst.server.plan import (
     search_stopped,
 )
 from dfst.server.store import JobStore, StoreError
+from dfst.server.training_jobs import TrainingJobsMixin
 from dfst.workers import models
 from dfst.workers.actors import (
     RolloutWorker,
     WorkerConfig,
     rollout_worker_options,
     start_rollout_workers,
-    start_training_worker,
 )
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.1  # longest wait of the dispatcher for a finished chunk
 MAX_CHUNK_FAILURES = 3  # failed chunks of one pair (a worker killed, e.g. out of memory) before its job fails
-TRAINING_POLL_INTERVAL_S = 1.0  # interval between training progress polls
 STORE_RETRY_S = 1.0  # interval between attempts to store a finished chunk while the store fails (e.g. disk full)
 
 
@@ -88,7 +86,7 @@ class _EvalRun:
     failures: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # failed chunks per unit
 
 
-class JobManager:
+class JobManager(TrainingJobsMixin):
     """Owns the store, the Ray workers and the dispatcher thread."""
 
     def __init__(self, store: JobStore, config: ManagerConfig = ManagerConfig(), metrics: ServerMetrics | None = None):
@@ -252,7 +250,7 @@ class JobManager:
                     continue
                 ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_INTERVAL_S, fetch_local=True)
                 for ref in ready:
-                    self._handle_chunk(ref)
+                    self._handle_chunk_or_fail(ref)
             except Exception:  # noqa: BLE001 - the dispatcher must outlive one bad job
                 logger.exception("dispatcher iteration failed; continuing")
                 time.sleep(POLL_INTERVAL_S)
@@ -330,6 +328,21 @@ class JobManager:
             ref = worker.run_chunk.remote(payload, state, chunk_steps)
             self._inflight[ref] = (worker, run.job.job_id, index)
             run.inflight.add(index)
+
+    def _handle_chunk_or_fail(self, ref) -> None:
+        """Handle a finished chunk; an unexpected error fails its job instead of stalling it."""
+        _, job_id, index = self._inflight[ref]
+        try:
+            self._handle_chunk(ref)
+        except Exception as error:  # noqa: BLE001 - one bad chunk fails its own job, never the dispatcher
+            logger.exception("handling a chunk of job %s, pair %d failed", job_id, index)
+            entry = self._inflight.pop(ref, None)
+            if entry is not None:
+                self._idle.append(entry[0])
+            with self._lock:
+                run = self._runs.get(job_id)
+            if run is not None:
+                self._fail(run.job, f"internal error while handling pair {index}: {error}")
 
     def _handle_chunk(self, ref) -> None:
         worker, job_id, index = self._inflight.pop(ref)
@@ -460,77 +473,3 @@ class JobManager:
             self._transition(current, JobState.FAILED)
             self.store.save_job(current)
         self._publish(job.job_id, "job", current)
-
-    # training
-
-    def _training_dir(self, job: JobRecord) -> pathlib.Path:
-        name = job.request["model_name"] or f"{job.request['task']}-{job.job_id[:8]}"
-        return self.store.data_dir / "training" / name
-
-    def _admit_training(self, job: JobRecord) -> None:
-        config = {**job.request["config"], "task": job.request["task"]}
-        actor = start_training_worker(self.config.workers)
-        # train() resumes from the state saved in its folder, so a resumed job continues where it stopped.
-        ref = actor.train.remote(config, str(self._training_dir(job)))
-        with self._lock:
-            if job.state == JobState.QUEUED:
-                self._transition(job, JobState.RUNNING)
-            job.progress = {"iterations_total": int(config.get("iterations", 0))}
-            self.store.save_job(job)
-            self._training[job.job_id] = (actor, ref, 0.0)
-        self._publish(job.job_id, "job", job)
-
-    def _poll_training(self) -> None:
-        for job_id, (actor, ref, polled) in list(self._training.items()):
-            ready, _ = ray.wait([ref], timeout=0)
-            job = self.get(job_id)
-            if ready:
-                self._finish_training(job, actor, ref)
-                continue
-            if time.monotonic() - polled < TRAINING_POLL_INTERVAL_S:
-                continue
-            record = ray.get(actor.progress.remote(), timeout=10)
-            with self._lock:
-                if job_id not in self._training:
-                    continue
-                self._training[job_id] = (actor, ref, time.monotonic())
-                if record:
-                    iterations_before = int(job.progress.get("iterations_done", 0))
-                    job.progress = {**job.progress, "iterations_done": int(record.get("iteration", 0)),
-                                    "loss": float(record.get("loss", 0.0))}
-                    self.store.save_job(job)
-                    self.metrics.record_training_progress(
-                        job.request["task"], max(job.progress["iterations_done"] - iterations_before, 0),
-                        job.progress["loss"],
-                    )
-            if record:
-                self._publish(job_id, "progress", job.progress)
-
-    def _finish_training(self, job: JobRecord, actor, ref) -> None:
-        try:
-            result = ray.get(ref)
-        except ray.exceptions.RayError as error:
-            logger.error("training job %s failed: %s", job.job_id, error)
-            self._fail(job, f"training failed: {error}")
-            ray.kill(actor)
-            return
-        ray.kill(actor)
-        with self._lock:
-            if self._training.pop(job.job_id, None) is None:
-                return
-            if not result.get("completed", True):
-                return  # stopped by a cancellation, already recorded
-            name = self._training_dir(job).name
-            checkpoint = str(models.save_user_model(name, *models.load_model(result["model_path"])))
-            job.report = {
-                "model_name": name, "checkpoint_path": checkpoint,
-                "final_loss": float(result.get("final_loss", 0.0)), "iterations": int(result.get("iterations_done", 0)),
-            }
-            # Iterations after the last progress poll are counted here, before the loss series goes away.
-            self.metrics.record_training_progress(
-                job.request["task"], max(job.report["iterations"] - int(job.progress.get("iterations_done", 0)), 0),
-                job.report["final_loss"],
-            )
-            self._transition(job, JobState.SUCCEEDED)
-            self.store.save_job(job)
-        self._publish(job.job_id, "job", job)

@@ -122,6 +122,23 @@ def test_wrong_model_fails_pairs(server, tmp_path):
     assert final.progress.rollouts_done == 81
 
 
+def test_chunk_handling_error_fails_job(server, monkeypatch):
+    from dfst.server.manager import JobManager
+
+    def broken_handler(self, ref):
+        raise RuntimeError("simulated handler bug")
+
+    monkeypatch.setattr(JobManager, "_handle_chunk", broken_handler)
+    stub = _stub(server)
+    job = _submit(stub, task="add2", digits=4, model="oracle-add2", checks=[jobs_pb2.LENGTH_CHECK_RLG])
+    final, _, _ = _watch(stub, job.job_id)
+
+    assert final.state == jobs_pb2.JOB_STATE_FAILED
+    assert "simulated handler bug" in final.error
+    listed = stub.ListJobs(service_pb2.ListJobsRequest(), timeout=RPC_TIMEOUT_S)
+    assert any(other.job_id == job.job_id for other in listed.jobs)
+
+
 def test_search_stops_at_first_failing_length(server):
     stub = _stub(server)
     job = _submit(stub, task="add2", search=jobs_pb2.DigitRange(min=4, max=64), model="oracle-add2", step_budget=3000)
