@@ -381,8 +381,9 @@ def test_full_disk_mid_job_waits_then_finishes(ray_session, small_dir):
     server = start_server(small_dir, num_workers=1, chunk_steps=20_000)
     try:
         stub = _stub(server.address)
-        # add2 repdigits at 300 digits: about 180,000 steps, so 9 chunks.
-        job_id = _submit(stub, task="add2", digits=300, checks=[jobs_pb2.LENGTH_CHECK_RLG], model="oracle-add2")
+        # add2 repdigits at 2000 digits: about 8 million steps, so 400 chunks, which
+        # keeps the job running for seconds after the first chunk even on an idle machine.
+        job_id = _submit(stub, task="add2", digits=2000, checks=[jobs_pb2.LENGTH_CHECK_RLG], model="oracle-add2")
         _wait_until(lambda: _get(stub, job_id).progress.steps_done > 0, "the first chunk", timeout_s=60)
         _fill(small_dir)
         time.sleep(3)  # several chunks finish on the worker while no write can succeed
