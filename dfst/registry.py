@@ -25,7 +25,7 @@ from typing import Any
 from dfst.checkpoint import CheckpointError, load_checkpoint, load_metadata, save_checkpoint
 from dfst.experts import TASKS, get_expert
 from dfst.oracle import oracle_weights
-from dfst.weights import DFSTWeights
+from dfst.weights import DFSTWeights, count_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +144,24 @@ def load_model(name_or_path: str) -> tuple[DFSTWeights, dict[str, Any]]:
     raise ModelNotFoundError(f"unknown model {name!r}; known models are {', '.join(known_names())}")
 
 
+def _shape_fields(metadata: dict[str, Any]) -> dict[str, int | None]:
+    """Return hidden_dim and parameters from checkpoint metadata, None where it lacks them."""
+    num_symbols, hidden_dim = metadata.get("num_symbols"), metadata.get("hidden_dim")
+    if not isinstance(num_symbols, int) or not isinstance(hidden_dim, int):
+        return {"hidden_dim": None, "parameters": None}
+    return {"hidden_dim": hidden_dim, "parameters": count_parameters(num_symbols, hidden_dim)}
+
+
 def list_models() -> list[dict[str, Any]]:
-    """Return name, task, path, sha256 and source of every model; unreadable files are skipped with a warning."""
+    """Return name, task, path, sha256, source, hidden_dim and parameters of every model.
+
+    Unreadable files are skipped with a warning.
+    """
     models = []
     for task in _builtin_tasks():
         _, metadata = _oracle(ORACLE_PREFIX + task)
-        models.append({key: metadata[key] for key in ("name", "task", "path", "sha256", "source")})
+        entry = {key: metadata[key] for key in ("name", "task", "path", "sha256", "source")}
+        models.append(entry | _shape_fields(metadata))
     seen = {model["name"] for model in models}
     for source, folder in (("shipped", SHIPPED_DIR), ("user", user_dir())):
         for name in _folder_names(folder):
@@ -162,10 +174,9 @@ def list_models() -> list[dict[str, Any]]:
                 logger.warning("skipping model %s: %s", path, error)
                 continue
             seen.add(name)
-            models.append(
-                {"name": name, "task": metadata.get("task"), "path": str(path),
-                 "sha256": metadata.get("sha256"), "source": source}
-            )
+            entry = {"name": name, "task": metadata.get("task"), "path": str(path),
+                     "sha256": metadata.get("sha256"), "source": source}
+            models.append(entry | _shape_fields(metadata))
     return models
 
 

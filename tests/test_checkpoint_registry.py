@@ -120,3 +120,16 @@ def test_broken_user_model_skipped_in_list(user_registry):
     assert "broken" not in {m["name"] for m in list_models()}
     with pytest.raises(CheckpointError):
         load_model("broken")
+
+
+def test_list_models_reports_shapes():
+    from dfst import registry
+    from dfst.weights import count_parameters
+
+    entries = {entry["name"]: entry for entry in registry.list_models()}
+    shipped, _ = registry.load_model("add10")
+    assert entries["add10"]["hidden_dim"] == shipped.hidden_dim
+    assert entries["add10"]["parameters"] == shipped.num_parameters
+    assert shipped.num_parameters == count_parameters(12, shipped.hidden_dim)
+    assert entries["oracle-add10"]["hidden_dim"] == 19
+    assert entries["oracle-add10"]["parameters"] == 8227
