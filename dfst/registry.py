@@ -118,18 +118,28 @@ def known_names() -> list[str]:
     return names
 
 
-def load_model(name_or_path: str) -> tuple[DFSTWeights, dict[str, Any]]:
+def is_path(name_or_path: str) -> bool:
+    """Return True if ``load_model`` treats the string as a file path rather than a registry name."""
+    return os.sep in name_or_path or "/" in name_or_path or name_or_path.endswith(SUFFIX)
+
+
+def load_model(name_or_path: str, allow_paths: bool = True) -> tuple[DFSTWeights, dict[str, Any]]:
     """Load a model by name or path; return its weights and checkpoint metadata.
 
     The metadata gains ``name``, ``source`` ("builtin", "shipped", "user" or
-    "file") and ``path``.  Raises ModelNotFoundError for unknown names and
-    CheckpointError for broken files.
+    "file") and ``path``.  Raises ModelNotFoundError for unknown names, and for
+    any path when ``allow_paths`` is false, and CheckpointError for broken files.
     """
     if not isinstance(name_or_path, str) or not name_or_path:
         raise ModelNotFoundError(f"model name must be a non-empty string, got {name_or_path!r}")
     if name_or_path.startswith(ORACLE_PREFIX):
         return _oracle(name_or_path)
-    if os.sep in name_or_path or "/" in name_or_path or name_or_path.endswith(SUFFIX):
+    if is_path(name_or_path) and not allow_paths:
+        # The same message for every path, so that callers cannot probe which files exist.
+        raise ModelNotFoundError(
+            "model paths are not accepted here; pass a registry name (dfst-client models list shows them)"
+        )
+    if is_path(name_or_path):
         path = Path(name_or_path).expanduser()
         if not path.is_file():
             raise ModelNotFoundError(f"model file {path} not found")

@@ -39,6 +39,9 @@ class ServerConfig:
     security: auth.SecurityConfig = auth.SecurityConfig()  # token and TLS; a token is required off loopback
     metrics_host: str | None = None  # interface of the Prometheus endpoint; None means the same as host
     metrics_port: int | None = None  # TCP port of the Prometheus endpoint; None turns it off, 0 picks a free one
+    # Accept checkpoint paths as models; None means only when bound to loopback, because
+    # otherwise remote clients could probe which files exist on the server.
+    allow_model_paths: bool | None = None
 
 
 def _bracketed(host: str) -> str:
@@ -54,7 +57,11 @@ class DfstServer:
         self.config = config
         self.store = JobStore(config.data_dir or default_data_dir())
         self.metrics = ServerMetrics()
-        self.manager = JobManager(self.store, config.manager, self.metrics)
+        allow_paths = config.allow_model_paths
+        if allow_paths is None:
+            allow_paths = auth.is_loopback(config.host)
+        manager_config = dataclasses.replace(config.manager, allow_model_paths=allow_paths)
+        self.manager = JobManager(self.store, manager_config, self.metrics)
         self.health = health.HealthServicer()
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_rpc_threads),

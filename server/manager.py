@@ -67,6 +67,7 @@ class ManagerConfig:
 
     max_active_jobs: int = 64  # queued plus running jobs; more submissions get QueueFullError
     workers: WorkerConfig = WorkerConfig()  # rollout and training actor placement
+    allow_model_paths: bool = True  # accept checkpoint file paths as models, not only registry names
 
 
 @dataclasses.dataclass
@@ -212,7 +213,7 @@ class JobManager(TrainingJobsMixin):
 
     def _load_weights(self, request: EvalRequest):
         try:
-            weights, metadata = models.load_model(request.model)
+            weights, metadata = models.load_model(request.model, allow_paths=self.config.allow_model_paths)
         except models.MODEL_ERRORS as error:
             raise InvalidRequestError(str(error)) from error
         task = models.model_task(metadata)

@@ -309,3 +309,35 @@ def test_health_and_reflection(server):
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert "dfst.v1.DfstService" in services
     assert "grpc.health.v1.Health" in services
+
+
+def test_model_paths_refused_when_disallowed(ray_session, tmp_path):
+    from dfst import get_expert, oracle_weights
+    from dfst.checkpoint import save_checkpoint
+
+    existing = save_checkpoint(tmp_path / "real.safetensors", oracle_weights(get_expert("add2")), {"task": "add2"})
+    config = ServerConfig(port=0, data_dir=tmp_path / "data", allow_model_paths=False,
+                          manager=ManagerConfig(workers=WorkerConfig(num_workers=1)))
+    server = DfstServer(config).start()
+    try:
+        stub = _stub(server)
+        messages = []
+        for model in (str(existing), str(tmp_path / "missing.safetensors")):
+            with pytest.raises(grpc.RpcError) as error:
+                _submit(stub, task="add2", digits=4, model=model)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            messages.append(error.value.details())
+        assert messages[0] == messages[1]
+        assert "registry name" in messages[0]
+        accepted = _submit(stub, task="add2", digits=4, model="oracle-add2")
+        assert accepted.job_id
+    finally:
+        server.stop()
+
+
+def test_model_paths_default_follows_loopback(tmp_path):
+    server = DfstServer(ServerConfig(port=0, data_dir=tmp_path / "data"))
+    try:
+        assert server.manager.config.allow_model_paths
+    finally:
+        server.stop()
