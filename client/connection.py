@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 SERVER_ENV = "DFST_SERVER"
 CONNECT_TIMEOUT_S = 10.0  # time allowed for the channel to become ready
+# Logger of Ray 2.60's notice that a new local cluster enabled token authentication by default.
+RAY_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 class ServiceUnavailableError(RuntimeError):
@@ -63,8 +65,17 @@ def embedded_server() -> Iterator[str]:
 
     started_ray = False
     if not ray.is_initialized():
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=False)
+        # When RAY_AUTH_MODE is unset, Ray 2.60 turns token authentication on for every new local cluster and
+        # logs a warning that RAY_AUTH_MODE=disabled would turn it off.  Raising that one logger's level during
+        # this ray.init changes no setting, so the private instance keeps token authentication on.
+        notice_logger = logging.getLogger(RAY_AUTH_NOTICE_LOGGER)
+        previous_level = notice_logger.level
+        notice_logger.setLevel(logging.ERROR)
+        try:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING, configure_logging=False)
+        finally:
+            notice_logger.setLevel(previous_level)
         started_ray = True
     server = DfstServer(ServerConfig(port=0)).start()
     try:
