@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 WATCH_DEADLINE_S = 600.0  # deadline of one WatchJob call; the client renews it until the job ends
 RECONNECT_WINDOW_S = 60.0  # how long the client keeps retrying a dropped watch before it gives up
 RECONNECT_DELAY_S = 1.0  # pause between reconnection attempts
+PROGRESS_LINE_INTERVAL_S = 10.0  # minimum seconds between plain progress lines when stderr is not a terminal
 TERMINAL_STATES = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED)
 
 
@@ -68,9 +69,38 @@ class _Bars:
             self.progress.stop()
 
 
-def watch_job(stub, job_id: str, show_progress: bool) -> WatchOutcome:
-    """Follow a job until it is terminal, reconnecting after UNAVAILABLE or an expired deadline."""
-    bars = _Bars(show_progress)
+class _Lines:
+    """Plain progress lines on stderr, at most one per PROGRESS_LINE_INTERVAL_S, for logs and pipes."""
+
+    def __init__(self):
+        self.started = time.monotonic()
+        self.last_line = self.started
+
+    def update(self, progress: jobs_pb2.Progress) -> None:
+        now = time.monotonic()
+        if now - self.last_line < PROGRESS_LINE_INTERVAL_S:
+            return
+        self.last_line = now
+        elapsed = max(now - self.started, 1e-9)
+        if progress.iterations_total:
+            line = f"iterations {progress.iterations_done}/{progress.iterations_total}, loss {progress.loss:.3g}"
+        else:
+            line = (f"steps {progress.steps_done / 1e6:.1f}M of about {progress.steps_expected / 1e6:.1f}M, "
+                    f"rollouts {progress.rollouts_done}/{progress.rollouts_total}, "
+                    f"{progress.steps_done / elapsed / 1e6:.1f}M steps/s")
+        print(f"{elapsed:.0f} s: {line}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def watch_job(stub, job_id: str, show_progress: bool | str) -> WatchOutcome:
+    """Follow a job until it is terminal, reconnecting after UNAVAILABLE or an expired deadline.
+
+    ``show_progress`` is "bars" (or True) for rich bars, "lines" for plain lines every
+    PROGRESS_LINE_INTERVAL_S seconds, and "off" (or False) for no progress output.
+    """
+    bars = _Lines() if show_progress == "lines" else _Bars(show_progress in (True, "bars"))
     rollouts: dict[int, jobs_pb2.RolloutResult] = {}
     job = None
     lost_since = None
