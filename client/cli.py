@@ -10,6 +10,7 @@ Exit codes: 0 every pair exact, 1 evaluation finished with some pair wrong,
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 import os
@@ -20,8 +21,18 @@ import typer
 from dfst.client.connection import SERVER_ENV, ServiceUnavailableError, open_stub
 from dfst.client.watch import TERMINAL_STATES, watch_job
 from dfst.server import auth
-from dfst.server.convert import CHECKS, DTYPES, OUTCOME_NAMES, STATE_NAMES, STATES, message_to_dict
+from dfst.server.convert import (
+    CHECK_NAMES,
+    CHECKS,
+    DTYPE_NAMES,
+    DTYPES,
+    OUTCOME_NAMES,
+    STATE_NAMES,
+    STATES,
+    message_to_dict,
+)
 from dfst.server.metrics import DEFAULT_METRICS_PORT
+from dfst.server.plan import MAX_DIGITS
 from dfst.server.store import DATA_DIR_ENV
 from rich.console import Console
 from rich.table import Table
@@ -50,13 +61,32 @@ models_app = typer.Typer(help="List models.")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 
-ServerOption = typer.Option(None, "--server", help="Server address HOST:PORT; default $DFST_SERVER, else embedded.")
+ServerOption = typer.Option(
+    None, "--server", help="Server address HOST:PORT; overrides the root --server; default $DFST_SERVER, else embedded."
+)
+
+
+class Check(enum.StrEnum):
+    """Length-generalization checks a request can select."""
+
+    plg = "plg"
+    rlg = "rlg"
+
+
+class Dtype(enum.StrEnum):
+    """Floating-point types of a rollout."""
+
+    float32 = "float32"
+    float64 = "float64"
+
+
 CheckOption = typer.Option(None, "--check", help="plg or rlg; repeatable; default both.")
+DtypeOption = typer.Option(Dtype.float32, "--dtype", help="Floating-point type of the rollouts.")
 JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout and no progress bars.")
 stdout = Console()
 stderr = Console(stderr=True, soft_wrap=True)  # messages stay on one line for scripts and logs
 # Connection settings from the root options, read by every command that calls a remote server.
-_connection = {"token_file": None, "tls_ca": None, "tls_server_name": None}
+_connection = {"server": None, "token_file": None, "tls_ca": None, "tls_server_name": None}
 
 
 @app.callback(invoke_without_command=True)
@@ -64,6 +94,9 @@ def root(
     ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the dfst version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log INFO messages on stderr."),
+    server: str = typer.Option(
+        None, "--server", help="Server address HOST:PORT for every command; default $DFST_SERVER, else embedded."
+    ),
     token_file: str = typer.Option(
         None, "--token-file", help=f"File containing the server's bearer token; default ${auth.TOKEN_ENV}."
     ),
@@ -74,7 +107,7 @@ def root(
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _connection.update(token_file=token_file, tls_ca=tls_ca, tls_server_name=tls_server_name)
+    _connection.update(server=server, token_file=token_file, tls_ca=tls_ca, tls_server_name=tls_server_name)
     if version:
         typer.echo(f"dfst {dfst.__version__}")
         raise typer.Exit(EXIT_OK)
@@ -83,12 +116,18 @@ def root(
         raise typer.Exit(EXIT_USAGE)
 
 
+def _server_address(server: str | None) -> str | None:
+    """Return the target address: the command's --server, else the root --server, else $DFST_SERVER, else None."""
+    return server or _connection["server"] or os.environ.get(SERVER_ENV) or None
+
+
 @contextlib.contextmanager
 def _service(server: str | None):
     """Yield a stub; turn connection and rpc failures into exit codes with a message on stderr."""
     try:
         token = auth.read_token(_connection["token_file"])
-        with open_stub(server, token, _connection["tls_ca"], _connection["tls_server_name"]) as (stub, _address):
+        address = _server_address(server)
+        with open_stub(address, token, _connection["tls_ca"], _connection["tls_server_name"]) as (stub, _address):
             yield stub
     except auth.AuthConfigError as error:
         stderr.print(f"error: {error}")
@@ -101,8 +140,11 @@ def _service(server: str | None):
         raise typer.Exit(EXIT_USAGE if error.code() in _USAGE_CODES else EXIT_UNAVAILABLE) from None
 
 
-def _show_progress(as_json: bool) -> bool:
-    return not as_json and sys.stderr.isatty()
+def _show_progress(as_json: bool) -> str:
+    """Return the progress mode of watch_job: bars on a terminal, plain lines otherwise, none with --json."""
+    if as_json:
+        return "off"
+    return "bars" if sys.stderr.isatty() else "lines"
 
 
 def _eval_exit_code(job: jobs_pb2.Job) -> int:
@@ -130,7 +172,8 @@ def _print_eval(job: jobs_pb2.Job, as_json: bool) -> None:
     table = Table(title=f"{report['task']} with {report['model_name']}")
     if "pairs" in report:
         # one length: an LGReport
-        for column in ("digits", "check", "verdict", "pairs", "correct", "steps", "seconds"):
+        # "worker s" sums the rollouts' seconds on the workers; pairs run in parallel, so it exceeds the wall time.
+        for column in ("digits", "check", "verdict", "pairs", "correct", "steps", "worker s"):
             table.add_column(column, justify="right")
         for check, passed in report["verdicts"].items():
             pairs = [pair for pair in report["pairs"] if pair["check"] == check]
@@ -150,6 +193,9 @@ def _print_eval(job: jobs_pb2.Job, as_json: bool) -> None:
     stdout.print(table)
     verdict = "every pair exact" if job.eval_report.all_correct else "[red]some pairs wrong[/red]"
     stdout.print(f"PLG {job.eval_report.plg}, RLG {job.eval_report.rlg}: {verdict} (job {job.job_id})")
+    if job.HasField("started_at") and job.HasField("finished_at"):
+        wall_s = (job.finished_at.ToDatetime() - job.started_at.ToDatetime()).total_seconds()
+        stdout.print(f"wall time {wall_s:.1f} s from start to finish of the job")
 
 
 def _interrupted(stub, job_id: str, server: str | None) -> int:
@@ -159,7 +205,7 @@ def _interrupted(stub, job_id: str, server: str | None) -> int:
             stub.CancelJob(service_pb2.CancelJobRequest(job_id=job_id), timeout=RPC_TIMEOUT_S)
             stderr.print(f"cancelled job {job_id}")
             return EXIT_UNAVAILABLE
-    if server or os.environ.get(SERVER_ENV):
+    if _server_address(server):
         stderr.print(f"job {job_id} left running; follow it with `dfst-client jobs watch {job_id}`")
     else:
         # the embedded server stops with this process, and its store keeps the job for the next start
@@ -168,20 +214,50 @@ def _interrupted(stub, job_id: str, server: str | None) -> int:
     return EXIT_UNAVAILABLE
 
 
+def _check_locally(spec: jobs_pb2.EvalSpec) -> None:
+    """Validate an evaluation request as the server does, so the embedded mode rejects it before Ray starts.
+
+    The checks and messages are those of dfst.server.plan and the job manager; exits 2 on a bad value.
+    """
+    from dfst.server.plan import InvalidRequestError, validate_eval_request
+    from dfst.workers import models
+
+    length = spec.WhichOneof("length")
+    try:
+        request = validate_eval_request(
+            task=spec.task, digits=spec.digits if length == "digits" else None,
+            search=(spec.search.min, spec.search.max) if length == "search" else None,
+            checks=[CHECK_NAMES[check] for check in spec.checks], seed=spec.seed, model=spec.model,
+            dtype=DTYPE_NAMES[spec.dtype], step_budget=spec.step_budget, default_model=models.default_model_name,
+        )
+        try:
+            _weights, metadata = models.load_model(request.model)
+        except models.MODEL_ERRORS as error:
+            raise InvalidRequestError(str(error)) from error
+        task = models.model_task(metadata)
+        if task is not None and task != request.task:
+            raise InvalidRequestError(
+                f"model {request.model!r} solves {task}, not {request.task}; pick an {request.task} model"
+            )
+    except InvalidRequestError as error:
+        stderr.print(f"error: {grpc.StatusCode.INVALID_ARGUMENT.name}: {error}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
 @app.command("eval")
 def eval_command(
     task: str = typer.Option(..., "--task", help="Task: add2, add10, mult2 or mult10."),
-    digits: int = typer.Option(None, "--digits", max=UINT32_MAX, help="Operand length in digits."),
+    digits: int = typer.Option(None, "--digits", help=f"Operand length in digits, 1 to {MAX_DIGITS}."),
     min_digits: int = typer.Option(
-        None, "--min-digits", max=UINT32_MAX, help="Smallest length of an LG search, in digits."
+        None, "--min-digits", help=f"Smallest length of an LG search, in digits, 1 to {MAX_DIGITS}."
     ),
     max_digits: int = typer.Option(
-        None, "--max-digits", max=UINT32_MAX, help="Largest length of an LG search, in digits."
+        None, "--max-digits", help=f"Largest length of an LG search, in digits, 1 to {MAX_DIGITS}."
     ),
-    check: list[str] | None = CheckOption,
+    check: list[Check] | None = CheckOption,
     seed: int = typer.Option(0, "--seed", min=0, max=UINT64_MAX, help="Seed of the random PLG pairs."),
     model: str = typer.Option("", "--model", help="Model name or checkpoint path; default the task's default model."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
+    dtype: Dtype = DtypeOption,
     step_budget: int = typer.Option(
         0, "--step-budget", min=0, max=UINT64_MAX, help="Steps per rollout; 0 for the engine's default."
     ),
@@ -199,15 +275,17 @@ def eval_command(
         if value is not None and value < 1:
             stderr.print(f"error: {name} must be a positive number of digits, got {value}")
             raise typer.Exit(EXIT_USAGE)
-    if any(name not in CHECKS for name in check) or dtype not in DTYPES:
-        stderr.print(f"error: --check takes {', '.join(CHECKS)} and --dtype takes {', '.join(DTYPES)}")
-        raise typer.Exit(EXIT_USAGE)
-    spec = jobs_pb2.EvalSpec(task=task, checks=[CHECKS[name] for name in check], seed=seed, model=model,
-                             dtype=DTYPES[dtype], step_budget=step_budget)
+        if value is not None and value > MAX_DIGITS:
+            stderr.print(f"error: {name} must be between 1 and {MAX_DIGITS} digits, got {value}")
+            raise typer.Exit(EXIT_USAGE)
+    spec = jobs_pb2.EvalSpec(task=task, checks=[CHECKS[name.value] for name in check], seed=seed, model=model,
+                             dtype=DTYPES[dtype.value], step_budget=step_budget)
     if digits is not None:
         spec.digits = digits
     else:
         spec.search.min, spec.search.max = min_digits, max_digits
+    if _server_address(server) is None:
+        _check_locally(spec)
 
     with _service(server) as stub:
         job = stub.SubmitEval(service_pb2.SubmitEvalRequest(spec=spec), timeout=RPC_TIMEOUT_S).job
@@ -246,11 +324,16 @@ def train_command(
         raise typer.Exit(EXIT_OK if outcome.job.state == jobs_pb2.JOB_STATE_SUCCEEDED else EXIT_UNAVAILABLE)
 
 
+def _kind_name(job: jobs_pb2.Job) -> str:
+    """Return "eval" or "training" for JOB_KIND_EVAL or JOB_KIND_TRAINING."""
+    return jobs_pb2.JobKind.Name(job.kind).removeprefix("JOB_KIND_").lower()
+
+
 def _print_job(job: jobs_pb2.Job, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(message_to_dict(job), sort_keys=True))
         return
-    stdout.print(f"job {job.job_id}: {jobs_pb2.JobKind.Name(job.kind)}, {STATE_NAMES[job.state].value}")
+    stdout.print(f"{_kind_name(job)} job {job.job_id} {STATE_NAMES[job.state].value}")
     if job.error:
         stdout.print(f"error: {job.error}")
     if job.HasField("eval_report") and job.eval_report.report_json:
@@ -273,11 +356,13 @@ def jobs_list(
         typer.echo(json.dumps([message_to_dict(job) for job in jobs], sort_keys=True))
         return
     table = Table()
-    for column in ("job id", "kind", "state", "task", "rollouts", "created"):
+    # Job ids are copied into `jobs watch` and `jobs cancel`, so their column never shrinks; the others wrap.
+    table.add_column("job id", no_wrap=True, min_width=max((len(job.job_id) for job in jobs), default=6))
+    for column in ("kind", "state", "task", "rollouts", "created"):
         table.add_column(column)
     for job in jobs:
         task = job.eval.task if job.kind == jobs_pb2.JOB_KIND_EVAL else job.training.task
-        table.add_row(job.job_id, jobs_pb2.JobKind.Name(job.kind)[9:].lower(), STATE_NAMES[job.state].value, task,
+        table.add_row(job.job_id, _kind_name(job), STATE_NAMES[job.state].value, task,
                       f"{job.progress.rollouts_done}/{job.progress.rollouts_total}",
                       job.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"))
     stdout.print(table)

@@ -67,7 +67,7 @@ def test_eval_some_wrong_exits_1(address):
     (["--digits", "0"], "--digits must be a positive number"),
     (["--digits", "-5"], "--digits must be a positive number"),
     (["--digits", "5", "--model", "missing-model"], "unknown model 'missing-model'"),
-    (["--digits", "5", "--dtype", "float16"], "--dtype takes"),
+    (["--digits", "5", "--dtype", "float16"], "'float16' is not one of"),
 ])
 def test_eval_invalid_input_exits_2(address, arguments, message):
     result = runner.invoke(app, ["eval", "--task", "add10", *arguments, "--server", address])
