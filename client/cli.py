@@ -29,10 +29,12 @@ from dfst.server.convert import (
     OUTCOME_NAMES,
     STATE_NAMES,
     STATES,
+    job_to_proto,
     message_to_dict,
 )
 from dfst.server.metrics import DEFAULT_METRICS_PORT
 from dfst.server.plan import MAX_DIGITS
+from dfst.server.service import DEFAULT_LIST_LIMIT
 from dfst.server.store import DATA_DIR_ENV
 from rich.console import Console
 from rich.table import Table
@@ -172,7 +174,7 @@ def _print_eval(job: jobs_pb2.Job, as_json: bool) -> None:
     table = Table(title=f"{report['task']} with {report['model_name']}")
     if "pairs" in report:
         # one length: an LGReport
-        # "worker s" sums the rollouts' seconds on the workers; pairs run in parallel, so it exceeds the wall time.
+        # "worker s" sums the rollouts' seconds on the workers. Pairs run in parallel, so the sum exceeds wall time.
         for column in ("digits", "check", "verdict", "pairs", "correct", "steps", "worker s"):
             table.add_column(column, justify="right")
         for check, passed in report["verdicts"].items():
@@ -217,7 +219,7 @@ def _interrupted(stub, job_id: str, server: str | None) -> int:
 def _check_locally(spec: jobs_pb2.EvalSpec) -> None:
     """Validate an evaluation request as the server does, so the embedded mode rejects it before Ray starts.
 
-    The checks and messages are those of dfst.server.plan and the job manager; exits 2 on a bad value.
+    The checks and messages are those of dfst.server.plan and the job manager. A bad value exits with code 2.
     """
     from dfst.server.plan import InvalidRequestError, validate_eval_request
     from dfst.workers import models
@@ -343,6 +345,25 @@ def _print_job(job: jobs_pb2.Job, as_json: bool) -> None:
         stdout.print(f"model {report.model_name}: loss {report.final_loss:.3g} after {report.iterations} iterations")
 
 
+@contextlib.contextmanager
+def _embedded_store():
+    """Open the embedded server's job store, so that reading jobs needs neither Ray nor the server.
+
+    The server's ListJobs and GetJob read this same SQLite store, so the output is the same.
+    """
+    from dfst.server.store import JobStore, StoreError, default_data_dir
+
+    try:
+        store = JobStore(default_data_dir())
+    except StoreError as error:
+        stderr.print(f"error: {error}")
+        raise typer.Exit(EXIT_USAGE) from None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 @jobs_app.command("list")
 def jobs_list(
     limit: int = typer.Option(20, "--limit", min=0, max=UINT32_MAX, help="Maximum number of jobs shown; 0 means 100."),
@@ -350,8 +371,12 @@ def jobs_list(
     server: str = ServerOption,
 ) -> None:
     """List jobs, newest first."""
-    with _service(server) as stub:
-        jobs = stub.ListJobs(service_pb2.ListJobsRequest(limit=limit), timeout=RPC_TIMEOUT_S).jobs
+    if _server_address(server) is None:
+        with _embedded_store() as store:
+            jobs = [job_to_proto(record) for record in store.list_jobs(limit or DEFAULT_LIST_LIMIT)]
+    else:
+        with _service(server) as stub:
+            jobs = stub.ListJobs(service_pb2.ListJobsRequest(limit=limit), timeout=RPC_TIMEOUT_S).jobs
     if as_json:
         typer.echo(json.dumps([message_to_dict(job) for job in jobs], sort_keys=True))
         return
@@ -371,6 +396,15 @@ def jobs_list(
 @jobs_app.command("show")
 def jobs_show(job_id: str, as_json: bool = JsonOption, server: str = ServerOption) -> None:
     """Show one job and its report."""
+    if _server_address(server) is None:
+        with _embedded_store() as store:
+            record = store.load_job(job_id)
+        if record is None:
+            stderr.print(f"error: {grpc.StatusCode.NOT_FOUND.name}: job {job_id!r} not found; "
+                         "`dfst-client jobs list` shows the known jobs")
+            raise typer.Exit(EXIT_USAGE)
+        _print_job(job_to_proto(record), as_json)
+        return
     with _service(server) as stub:
         job = stub.GetJob(service_pb2.GetJobRequest(job_id=job_id), timeout=RPC_TIMEOUT_S).job
     _print_job(job, as_json)

@@ -25,23 +25,32 @@ UNREACHABLE = "127.0.0.1:1"
 
 
 @pytest.fixture(scope="module")
-def address(ray_session, tmp_path_factory):
-    config = ServerConfig(port=0, data_dir=tmp_path_factory.mktemp("client_usability"),
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("client_usability")
+
+
+@pytest.fixture(scope="module")
+def address(ray_session, data_dir):
+    config = ServerConfig(port=0, data_dir=data_dir,
                           manager=ManagerConfig(workers=WorkerConfig(num_workers=2)))
     server = DfstServer(config).start()
     yield server.address
     server.stop()
 
 
-@pytest.fixture
-def no_embedded_server(monkeypatch):
-    """Fail the test if the command opens a connection, embedded or remote."""
+def forbid_connections(monkeypatch) -> None:
+    """Make every later command fail if it opens a connection, embedded or remote."""
     monkeypatch.delenv("DFST_SERVER", raising=False)
 
     def fail(*_args, **_kwargs):
-        raise AssertionError("the command opened a connection before rejecting its input")
+        raise AssertionError("the command opened a connection, so it started the embedded server")
 
     monkeypatch.setattr(cli, "open_stub", fail)
+
+
+@pytest.fixture
+def no_embedded_server(monkeypatch):
+    forbid_connections(monkeypatch)
 
 
 def test_root_server_option_before_subcommand(address):
@@ -143,6 +152,25 @@ def test_embedded_eval_checks_input_first(no_embedded_server, arguments, message
 
     assert result.exit_code == EXIT_USAGE, result.output
     assert message in result.output
+
+
+def test_embedded_jobs_read_store_directly(address, data_dir, monkeypatch):
+    submitted = runner.invoke(app, ["eval", "--task", "add2", "--digits", "4", "--detach", "--server", address])
+    job_id = submitted.stdout.strip()
+    watched = runner.invoke(app, ["jobs", "watch", job_id, "--json", "--server", address])
+    forbid_connections(monkeypatch)
+    monkeypatch.setenv("DFST_DATA_DIR", str(data_dir))
+    listed = runner.invoke(app, ["jobs", "list", "--json"])
+    shown = runner.invoke(app, ["jobs", "show", job_id, "--json"])
+    missing = runner.invoke(app, ["jobs", "show", "no-such-job"])
+
+    assert watched.exit_code == EXIT_OK, watched.output
+    assert listed.exit_code == EXIT_OK, listed.output
+    assert job_id in [job["job_id"] for job in json.loads(listed.stdout)]
+    assert shown.exit_code == EXIT_OK, shown.output
+    assert json.loads(shown.stdout)["state"] == "JOB_STATE_SUCCEEDED"
+    assert missing.exit_code == EXIT_USAGE, missing.output
+    assert "job 'no-such-job' not found" in missing.output
 
 
 def test_eval_help_shows_digit_range():
