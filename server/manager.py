@@ -219,7 +219,7 @@ class JobManager(TrainingJobsMixin):
         task = models.model_task(metadata)
         if task is not None and task != request.task:
             raise InvalidRequestError(
-                f"model {request.model!r} solves {task}, not {request.task}; pick a {request.task} model"
+                f"model {request.model!r} solves {task}, not {request.task}; pick an {request.task} model"
             )
         return weights
 
