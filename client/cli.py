@@ -221,7 +221,7 @@ def _check_locally(spec: jobs_pb2.EvalSpec) -> None:
 
     The checks and messages are those of dfst.server.plan and the job manager. A bad value exits with code 2.
     """
-    from dfst.server.plan import InvalidRequestError, validate_eval_request
+    from dfst.server.plan import InvalidRequestError, load_request_model, validate_eval_request
     from dfst.workers import models
 
     length = spec.WhichOneof("length")
@@ -232,15 +232,7 @@ def _check_locally(spec: jobs_pb2.EvalSpec) -> None:
             checks=[CHECK_NAMES[check] for check in spec.checks], seed=spec.seed, model=spec.model,
             dtype=DTYPE_NAMES[spec.dtype], step_budget=spec.step_budget, default_model=models.default_model_name,
         )
-        try:
-            _weights, metadata = models.load_model(request.model)
-        except models.MODEL_ERRORS as error:
-            raise InvalidRequestError(str(error)) from error
-        task = models.model_task(metadata)
-        if task is not None and task != request.task:
-            raise InvalidRequestError(
-                f"model {request.model!r} solves {task}, not {request.task}; pick an {request.task} model"
-            )
+        load_request_model(request)
     except InvalidRequestError as error:
         stderr.print(f"error: {grpc.StatusCode.INVALID_ARGUMENT.name}: {error}")
         raise typer.Exit(EXIT_USAGE) from None

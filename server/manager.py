@@ -21,16 +21,15 @@ from dfst.server.jobs import JobKind, JobRecord, JobState
 from dfst.server.metrics import ServerMetrics
 from dfst.server.plan import (
     EvalRequest,
-    InvalidRequestError,
     Unit,
     build_report,
     estimate_steps,
+    load_request_model,
     plan_units,
     search_stopped,
 )
 from dfst.server.store import JobStore, StoreError
 from dfst.server.training_jobs import TrainingJobsMixin
-from dfst.workers import models
 from dfst.workers.actors import (
     RolloutWorker,
     WorkerConfig,
@@ -212,16 +211,7 @@ class JobManager(TrainingJobsMixin):
     # models
 
     def _load_weights(self, request: EvalRequest):
-        try:
-            weights, metadata = models.load_model(request.model, allow_paths=self.config.allow_model_paths)
-        except models.MODEL_ERRORS as error:
-            raise InvalidRequestError(str(error)) from error
-        task = models.model_task(metadata)
-        if task is not None and task != request.task:
-            raise InvalidRequestError(
-                f"model {request.model!r} solves {task}, not {request.task}; pick an {request.task} model"
-            )
-        return weights
+        return load_request_model(request, allow_paths=self.config.allow_model_paths)
 
     def _transition(self, job: JobRecord, target: JobState) -> None:
         """Move ``job`` to ``target`` and update the job metrics."""

@@ -250,3 +250,23 @@ def search_stopped(request: EvalRequest, units: list[Unit], results: dict[int, d
     if not all(unit.index in results for unit in step_units):
         return False
     return any(results[unit.index]["outcome"] != "correct" for unit in step_units)
+
+
+def load_request_model(request: EvalRequest, allow_paths: bool = True):
+    """Load the request's model and check that it solves the request's task; return its weights.
+
+    Raises InvalidRequestError for an unknown, unreadable or mismatched model.
+    """
+    from dfst.workers import models
+
+    try:
+        weights, metadata = models.load_model(request.model, allow_paths=allow_paths)
+    except models.MODEL_ERRORS as error:
+        raise InvalidRequestError(str(error)) from error
+    task = models.model_task(metadata)
+    if task is not None and task != request.task:
+        raise InvalidRequestError(
+            f"model {request.model!r} solves {task}, not {request.task}; use a model for task {request.task}"
+        )
+    return weights
+

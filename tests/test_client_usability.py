@@ -145,7 +145,7 @@ def test_json_keys_match_docs(address):
     (["--task", "add10", "--digits", "10000000"], f"--digits must be between 1 and {MAX_DIGITS} digits"),
     (["--task", "add10", "--min-digits", "10", "--max-digits", "5"], "search range [10, 5] is empty"),
     (["--task", "add10", "--digits", "5", "--model", "no-such-model"], "no-such-model"),
-    (["--task", "add2", "--digits", "5", "--model", "oracle-add10"], "pick an add2 model"),
+    (["--task", "add2", "--digits", "5", "--model", "oracle-add10"], "use a model for task add2"),
 ])
 def test_embedded_eval_checks_input_first(no_embedded_server, arguments, message):
     result = runner.invoke(app, ["eval", *arguments])
