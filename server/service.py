@@ -87,10 +87,25 @@ def _json_value_fits(value, annotation) -> bool:
 MODEL_ERRORS = (models.ModelNotFoundError, ValueError, OSError)
 
 
+# Longest status message sent back, in characters.  Messages echo request
+# values, and a status message must fit in gRPC's trailing metadata (8 KiB by
+# default) or the client sees RESOURCE_EXHAUSTED instead of the real code.
+MAX_STATUS_MESSAGE_CHARS = 1000
+
+
+def _shorten(message: str) -> str:
+    """Return ``message``, with its middle elided if it is longer than MAX_STATUS_MESSAGE_CHARS."""
+    if len(message) <= MAX_STATUS_MESSAGE_CHARS:
+        return message
+    keep = (MAX_STATUS_MESSAGE_CHARS - 20) // 2
+    return f"{message[:keep]} …[{len(message) - 2 * keep} characters elided]… {message[-keep:]}"
+
+
 def _abort(context: grpc.ServicerContext, error: Exception):
     code = next(code for kind, code in _STATUS.items() if isinstance(error, kind))
-    logger.info("rejected request: %s: %s", code.name, error)
-    context.abort(code, str(error))
+    message = _shorten(str(error))
+    logger.info("rejected request: %s: %s", code.name, message)
+    context.abort(code, message)
 
 
 def _default_model_or_none(task: str) -> str | None:

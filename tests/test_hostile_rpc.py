@@ -308,3 +308,12 @@ def test_count_digits_matches_base_repr():
         numbers += [radix**k for k in range(1, 400)] + [radix**k - 1 for k in range(1, 400)]
         for number in numbers:
             assert _count_digits(number, radix) == len(np.base_repr(number, radix)), (number, radix)
+
+
+def test_huge_model_path_is_invalid_argument(server, stub):
+    """A model value far larger than gRPC's trailing metadata still gets INVALID_ARGUMENT."""
+    for model in ("a" * 20_000 + ".safetensors", "b" * 20_000):
+        spec = jobs_pb2.EvalSpec(task="add2", digits=2, model=model)
+        status, _ = _call(stub.SubmitEval, service_pb2.SubmitEvalRequest(spec=spec))
+        assert status == grpc.StatusCode.INVALID_ARGUMENT, f"{status.name} for a {len(model)}-character model"
+    _assert_serving(server)
