@@ -6,8 +6,15 @@ import os
 import tempfile
 
 import pytest
+from hypothesis import settings
 
 from dfst.experts import TASKS
+
+# CI runs the same generated examples every time, so that a red run can be
+# reproduced; local runs keep exploring new examples.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # Tests never read or write the user's model registry or service data: both
 # point into a fresh temporary folder, set before any Ray worker starts so that
