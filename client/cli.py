@@ -155,6 +155,16 @@ def _eval_exit_code(job: jobs_pb2.Job) -> int:
     return EXIT_OK if job.eval_report.all_correct else EXIT_WRONG
 
 
+
+def _verdict_cell(verdict: bool | None) -> str:
+    """Return a table cell for a search step's verdict: pass, FAIL, or - when not checked."""
+    if verdict is None:
+        return "-"
+    if verdict:
+        return "pass"
+    return "[red]FAIL[/red]"
+
+
 def _print_eval(job: jobs_pb2.Job, as_json: bool) -> None:
     report = json.loads(job.eval_report.report_json) if job.eval_report.report_json else None
     if as_json:
@@ -189,8 +199,7 @@ def _print_eval(job: jobs_pb2.Job, as_json: bool) -> None:
         for column in ("digits", "PLG", "RLG", "steps"):
             table.add_column(column, justify="right")
         for step in report["tried"]:
-            verdicts = ["-" if step[check] is None else "pass" if step[check] else "[red]FAIL[/red]"
-                        for check in ("plg", "rlg")]
+            verdicts = [_verdict_cell(step[check]) for check in ("plg", "rlg")]
             table.add_row(str(step["digits"]), *verdicts, f"{step['total_steps']:,}")
     stdout.print(table)
     verdict = "every pair exact" if job.eval_report.all_correct else "[red]some pairs wrong[/red]"

@@ -33,8 +33,8 @@ class SelectionConfig:
     seed: int = 0
 
 
-# Defaults that give the paper's sample counts N and lengths n; k is not stated
-# in the paper and is chosen so the exhaustive part stays below N.
+# Defaults that give the paper's sample counts N and lengths n.  The paper does
+# not state k, so k is chosen to keep the exhaustive part below N.
 DEFAULT_SELECTION = {
     "add2": SelectionConfig(exhaustive_digits=2, digits=3, samples=20),
     "add10": SelectionConfig(exhaustive_digits=1, digits=3, samples=225),
@@ -126,7 +126,7 @@ def dataset_hash(traces: list[Trace]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Coverage:
-    """Which reachable (state, symbol) transitions a set of pairs exercises."""
+    """Reachable (state, symbol) transitions and the subset a set of pairs exercises."""
 
     used: np.ndarray  # (Q, K) bool
     reachable: np.ndarray  # (Q, K) bool

@@ -29,9 +29,9 @@ SHUTDOWN_GRACE_S = 5.0  # time in-flight rpcs get to finish on shutdown
 
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
-    """Where the server listens and keeps its data."""
+    """Server settings: listening address, data folder, limits and security."""
 
-    host: str = "127.0.0.1"  # interface to bind; loopback unless told otherwise
+    host: str = "127.0.0.1"  # interface to bind; loopback unless configured otherwise
     port: int = 50051  # TCP port; 0 picks a free one
     data_dir: pathlib.Path | None = None  # folder of service.db; None means $DFST_DATA_DIR or ~/.local/share/dfst
     max_rpc_threads: int = 16  # threads serving rpcs, watches included

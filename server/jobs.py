@@ -22,7 +22,7 @@ class JobState(enum.StrEnum):
 
 
 class JobKind(enum.StrEnum):
-    """What a job computes."""
+    """Kind of work a job performs: an evaluation or a training run."""
 
     EVAL = "eval"
     TRAINING = "training"

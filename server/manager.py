@@ -39,7 +39,7 @@ from dfst.workers.actors import (
 
 logger = logging.getLogger(__name__)
 
-POLL_INTERVAL_S = 0.1  # longest wait of the dispatcher for a finished chunk
+POLL_INTERVAL_S = 0.1  # maximum wait of the dispatcher for a finished chunk
 MAX_CHUNK_FAILURES = 3  # failed chunks of one pair (a worker killed, e.g. out of memory) before its job fails
 STORE_RETRY_S = 1.0  # interval between attempts to store a finished chunk while the store fails (e.g. disk full)
 

@@ -1,7 +1,7 @@
 """SQLite persistence of jobs, finished rollouts and rollout checkpoints.
 
 A job row is rewritten on every change, a rollout row is written once when the
-rollout finishes, and a checkpoint row holds the latest chunk state of an
+rollout finishes, and a checkpoint row contains the latest chunk state of an
 unfinished rollout, so a restarted server resumes without redoing work.
 """
 
