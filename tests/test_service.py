@@ -197,17 +197,31 @@ def test_queue_limit_is_resource_exhausted(ray_session, tmp_path):
         limited.stop()
 
 
+def _stored_progress(path: pathlib.Path, job_id: str) -> tuple[int, int]:
+    """Return (finished rollouts, checkpoints at 10000 steps or fewer) of a job in a server's store."""
+    database = sqlite3.connect(path, timeout=30)
+    try:
+        finished = database.execute("SELECT COUNT(*) FROM rollouts WHERE job_id = ?", (job_id,)).fetchone()[0]
+        early = database.execute("SELECT COUNT(*) FROM checkpoints WHERE job_id = ? AND steps <= 10000",
+                                 (job_id,)).fetchone()[0]
+    finally:
+        database.close()
+    return finished, early
+
+
 def test_restarted_server_resumes_without_redoing_rollouts(ray_session, tmp_path):
-    # small chunks, so the first server stops with finished rollouts and mid-rollout checkpoints
-    first = _start(tmp_path, chunk_steps=20_000)
+    # Every 150-digit RLG pair of add10 takes about 45000 steps, so 2000-step chunks
+    # leave a stored checkpoint at 10000 steps or fewer at least 17 chunks from its
+    # rollout's end: the server is stopped while that checkpoint still holds.
+    first = _start(tmp_path, chunk_steps=2_000)
     stub = _stub(first)
     job = _submit(stub, task="add10", digits=150, model="oracle-add10", checks=[jobs_pb2.LENGTH_CHECK_RLG])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        progress = stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id), timeout=RPC_TIMEOUT_S).job.progress
-        if progress.rollouts_done >= 10:
+        finished, early = _stored_progress(tmp_path / "service.db", job.job_id)
+        if finished >= 10 and early >= 1:
             break
-        time.sleep(0.2)
+        time.sleep(0.001)
     first.stop()
 
     database = sqlite3.connect(tmp_path / "service.db")
@@ -218,7 +232,7 @@ def test_restarted_server_resumes_without_redoing_rollouts(ray_session, tmp_path
     assert 10 <= len(finished_before) < 81
     assert checkpoints >= 1
 
-    second = _start(tmp_path, chunk_steps=20_000)
+    second = _start(tmp_path, chunk_steps=2_000)
     try:
         final, rollouts, _ = _watch(_stub(second), job.job_id)
     finally:
