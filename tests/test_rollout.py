@@ -88,6 +88,36 @@ def test_numba_kernel_matches_native(task, monkeypatch):
     assert np.array_equal(numba_state.cells, native_state.cells)
 
 
+def fused_rounding_weights(dtype: str) -> tuple[DFSTWeights, float]:
+    """Return add2-shaped weights whose first h[0] is 2^-p when computed by fused multiply-adds, 0 otherwise.
+
+    h[0] after one step is A[0, 0]·h0[0] + A[0, 1]·h0[1] = -(1 + 2e) + (1 + e)² = e² with e = 2^-(p/2),
+    but (1 + e)² rounded alone to p significant bits is 1 + 2e, so an unfused sum gives 0.
+    """
+    bits = {"float32": 24, "float64": 54}[dtype]
+    epsilon = 2.0 ** -(bits // 2)
+    A = np.zeros((4, 2, 2), dtype=dtype)
+    A[:, 0, 0] = -(1 + 2 * epsilon)
+    A[:, 0, 1] = 1 + epsilon
+    h0 = np.array([1.0, 1 + epsilon], dtype=dtype)
+    return DFSTWeights(A, np.zeros((4, 4, 2), dtype=dtype), np.zeros((4, 5, 2), dtype=dtype), h0), epsilon**2
+
+
+@pytest.mark.parametrize("kernel", ["native", "numba"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_kernels_fuse_multiply_add(kernel, dtype, monkeypatch):
+    if kernel == "native" and native.native_kernels() is None:
+        pytest.skip("no C compiler: only the numba kernel exists here")
+    if kernel == "numba":
+        monkeypatch.setattr(native, "native_kernels", lambda: None)
+    weights, expected = fused_rounding_weights(dtype)
+
+    state = advance(weights, start_rollout(weights, "add2", 1, 1, dtype=dtype), 1)
+
+    assert state.steps == 1
+    assert state.hidden[0] == expected
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
 def test_chunks_with_serialization_match_one_run(chunk):
     task = "add10"

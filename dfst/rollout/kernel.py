@@ -7,10 +7,11 @@ transposed as ``(d, R)``: row k is column k of ``[A[x]; B[x]; C[x]]``, so
 ``d + K + 5`` rounded up to a multiple of :data:`VECTOR_WIDTH` with zero
 columns, so the loop over R vectorises without a remainder.
 
-Each score is summed over k = 0, 1, …, d-1 in that order, one rounding per
-multiply and per add (no ``fastmath``, no fused multiply-add contraction), so
-the kernel's arithmetic is fixed and independent of the machine's vector
-width.
+Each score is accumulated over k = 0, 1, …, d-1 in that order by fused
+multiply-adds (LLVM's ``llvm.fma``, correctly rounded by definition, so one
+rounding per k on every CPU) and no other operation is fused or reordered
+(no ``fastmath``), so the kernel's arithmetic is fixed and independent of the
+machine's vector width and FMA support.
 
 Several rollouts (lanes) advance in lockstep: every round gives each active
 lane one step.  A lane leaves the round robin when it halts, meets its step
@@ -24,6 +25,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # Lane status codes shared with dfst.rollout.engine.
 RUNNING = 0  # the lane may take more steps
@@ -37,6 +41,21 @@ VECTOR_WIDTH = {"float32": 16, "float64": 8}
 
 _ROW_DELTA = np.array([-1, 1, 0, 0, 0], dtype=np.int64)
 _COL_DELTA = np.array([0, 0, -1, 1, 0], dtype=np.int64)
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """Return a * b + c rounded once (IEEE 754 fusedMultiplyAdd) for three floats of one type."""
+    if not (isinstance(a, numba.types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        real = args[0].type
+        name = f"llvm.fma.{'f32' if real == ir.FloatType() else 'f64'}"
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(real, [real] * 3), name)
+        return builder.call(function, args)
+
+    return a(a, b, c), codegen
 
 
 @numba.njit(cache=True, boundscheck=False, nogil=True)
@@ -97,7 +116,7 @@ def lockstep(W, num_symbols, hidden, cells, offsets, widths, heights, rows, cols
                 hk = h[k]
                 row = matrix[k]
                 for r in range(width_r):
-                    scores[r] = scores[r] + row[r] * hk
+                    scores[r] = fma(row[r], hk, scores[r])
             if scores[0] - scores[0] != 0.0:
                 # a non-finite h makes every score non-finite (inf * 0 is NaN),
                 # so the full check runs only when the first score is suspect

@@ -4,18 +4,22 @@
  *
  * W is (K, d, R) with R a multiple of the vector width.  Row k of W[x] is
  * column k of [A[x]; B[x]; C[x]] followed by zero padding.  Each score is
- * summed over k = 0 .. d-1 in order with one rounding per multiply and per
- * add (the file is compiled with -ffp-contract=off), so results match the
- * numba kernel bit for bit.
+ * accumulated over k = 0 .. d-1 in order by fused multiply-adds, one rounding
+ * each.  IEEE 754 defines fma as correctly rounded, so the result does not
+ * depend on the CPU: AVX-512 and FMA3 cores use the instruction, other cores
+ * the C library's fma.  The file is compiled with -ffp-contract=off, so no
+ * other operation is fused, and the numba kernel computes the same bits.
  *
  * Lanes are stepped GROUP at a time with their accumulators interleaved, so
- * the multiply-add chains of different lanes overlap in the pipeline (GROUP 2
- * measured fastest for add10 on an AVX-512 Xeon).  A lone lane at the end of
- * a round runs alone.  Each score of a lane is the same sequence of roundings
- * whatever its group, so grouping never changes results.
+ * the multiply-add chains of different lanes overlap in the pipeline.  A lone
+ * lane at the end of a round runs alone.  Each score of a lane is the same
+ * sequence of roundings whatever its group, so grouping never changes results.
  */
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define RUNNING 0
 #define HALTED 1
@@ -27,13 +31,35 @@
 static const int64_t ROW_DELTA[5] = {-1, 1, 0, 0, 0};
 static const int64_t COL_DELTA[5] = {0, 0, -1, 1, 0};
 
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef double f64x8 __attribute__((vector_size(64)));
+
+/* a * b + c with one rounding per element */
+static inline f32x16 fma_f32x16(f32x16 a, f32x16 b, f32x16 c) {
+#if defined(__AVX512F__)
+    return (f32x16)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#else
+    for (int i = 0; i < 16; i++) c[i] = __builtin_fmaf(a[i], b[i], c[i]);
+    return c;
+#endif
+}
+
+static inline f64x8 fma_f64x8(f64x8 a, f64x8 b, f64x8 c) {
+#if defined(__AVX512F__)
+    return (f64x8)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#else
+    for (int i = 0; i < 8; i++) c[i] = __builtin_fma(a[i], b[i], c[i]);
+    return c;
+#endif
+}
+
 #define CASE(NAME, NV)                                                                                    \
     case NV:                                                                                              \
         return NAME##_body(W, num_symbols, d, r, lanes, hidden, cells, offsets, widths, heights, rows,    \
                            cols, steps, targets, status, active, NV);
 
-#define DEFINE_LOCKSTEP(NAME, REAL, WIDTH, GROUP)                                                         \
-typedef REAL NAME##_vec __attribute__((vector_size(WIDTH * sizeof(REAL))));                              \
+#define DEFINE_LOCKSTEP(NAME, REAL, WIDTH, GROUP, VEC, FMA)                                              \
+typedef VEC NAME##_vec;                                                                                   \
                                                                                                           \
 static int64_t NAME##_argmax(const REAL *scores, int64_t count) {                                        \
     REAL best = scores[0];                                                                                \
@@ -71,8 +97,8 @@ static inline __attribute__((always_inline)) int NAME##_group(                  
     for (int64_t k = 0; k < d; k++) {                                                                     \
         for (int g = 0; g < group; g++) {                                                                 \
             const NAME##_vec *row = (const NAME##_vec *)(matrix[g] + k * r);                              \
-            REAL hk = hidden[lane_of[g] * d + k];                                                         \
-            for (int v = 0; v < nv; v++) acc[g][v] = acc[g][v] + row[v] * hk;                             \
+            NAME##_vec hk = (NAME##_vec){0} + hidden[lane_of[g] * d + k];                                  \
+            for (int v = 0; v < nv; v++) acc[g][v] = FMA(row[v], hk, acc[g][v]);                          \
         }                                                                                                 \
     }                                                                                                     \
     for (int g = 0; g < group && start + g < count; g++) {                                                \
@@ -148,5 +174,5 @@ int64_t NAME(const REAL *W, int64_t num_symbols, int64_t d, int64_t r, int64_t l
     }                                                                                                     \
 }
 
-DEFINE_LOCKSTEP(lockstep_float32, float, 16, 2)
-DEFINE_LOCKSTEP(lockstep_float64, double, 8, 2)
+DEFINE_LOCKSTEP(lockstep_float32, float, 16, 2, f32x16, fma_f32x16)
+DEFINE_LOCKSTEP(lockstep_float64, double, 8, 2, f64x8, fma_f64x8)

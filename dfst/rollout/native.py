@@ -28,7 +28,7 @@ from dfst.rollout import kernel
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("lockstep.c")
-# -ffp-contract=off keeps one rounding per multiply and per add, as numba does.
+# -ffp-contract=off fuses nothing but the kernel's explicit fma calls, as the numba kernel does.
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-std=c11")
 # Largest number of 64-byte vectors per row of W that lockstep.c handles (MAX_VECTORS there).
 MAX_VECTORS = 16
