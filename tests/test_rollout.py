@@ -75,10 +75,12 @@ def test_engine_matches_reference(task, dtype, noise):
         np.testing.assert_allclose(state.hidden, reference.hidden, rtol=1e-4, atol=1e-5)
 
 
-def test_numba_kernel_matches_native(task, monkeypatch):
+# noise 0 keeps the hidden state one-hot (the kernels' sparse path), 1e-3 makes it dense
+@pytest.mark.parametrize("noise", [0.0, 1e-3])
+def test_numba_kernel_matches_native(task, noise, monkeypatch):
     if native.native_kernels() is None:
         pytest.skip("no C compiler: only the numba kernel exists here")
-    weights = perturbed(oracle_weights(get_expert(task)), 1e-3, seed=5)
+    weights = perturbed(oracle_weights(get_expert(task)), noise, seed=5)
     a, b = problems(task)[3]
     native_state = run_to_end(weights, start_rollout(weights, task, a, b), 10**9)
     monkeypatch.setattr(native, "native_kernels", lambda: None)

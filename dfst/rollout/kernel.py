@@ -11,7 +11,10 @@ Each score is accumulated over k = 0, 1, …, d-1 in that order by fused
 multiply-adds (LLVM's ``llvm.fma``, correctly rounded by definition, so one
 rounding per k on every CPU) and no other operation is fused or reordered
 (no ``fastmath``), so the kernel's arithmetic is fixed and independent of the
-machine's vector width and FMA support.
+machine's vector width and FMA support.  Terms with h[k] equal to zero are
+skipped: they only add a signed zero, so skipping them can change the sign of
+a zero score but never a comparison, and a one-hot hidden state (oracle
+DFSTs, extracted automata) costs one row of W[x] instead of d.
 
 Several rollouts (lanes) advance in lockstep: every round gives each active
 lane one step.  A lane leaves the round robin when it halts, meets its step
@@ -114,9 +117,10 @@ def lockstep(W, num_symbols, hidden, cells, offsets, widths, heights, rows, cols
                 scores[r] = 0.0
             for k in range(d):
                 hk = h[k]
-                row = matrix[k]
-                for r in range(width_r):
-                    scores[r] = fma(row[r], hk, scores[r])
+                if hk != 0.0:
+                    row = matrix[k]
+                    for r in range(width_r):
+                        scores[r] = fma(row[r], hk, scores[r])
             if scores[0] - scores[0] != 0.0:
                 # a non-finite h makes every score non-finite (inf * 0 is NaN),
                 # so the full check runs only when the first score is suspect

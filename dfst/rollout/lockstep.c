@@ -4,14 +4,15 @@
  *
  * W is (K, d, R) with R a multiple of the vector width.  Row k of W[x] is
  * column k of [A[x]; B[x]; C[x]] followed by zero padding.  Each score is
- * accumulated over k = 0 .. d-1 in order by fused multiply-adds, one rounding
- * each.  IEEE 754 defines fma as correctly rounded, so the result does not
+ * accumulated over the k in 0 .. d-1 with h[k] not zero, in increasing order,
+ * by fused multiply-adds, one rounding each.  IEEE 754 defines fma as correctly rounded, so the result does not
  * depend on the CPU: AVX-512 and FMA3 cores use the instruction, other cores
  * the C library's fma.  The file is compiled with -ffp-contract=off, so no
  * other operation is fused, and the numba kernel computes the same bits.
  *
- * Lanes are stepped GROUP at a time with their accumulators interleaved, so
- * the multiply-add chains of different lanes overlap in the pipeline.  A lone
+ * Lanes are stepped GROUP at a time.  When every h[k] of the group is nonzero,
+ * their accumulators are interleaved, so the multiply-add chains of
+ * different lanes overlap in the pipeline.  A lone
  * lane at the end of a round runs alone.  Each score of a lane is the same
  * sequence of roundings whatever its group, so grouping never changes results.
  */
@@ -27,6 +28,8 @@
 #define NEEDS_GROWTH 3
 #define STAY 4
 #define MAX_VECTORS 16
+/* 64-bit words of a lane's nonzero mask: d < MAX_VECTORS * 16 = 256, since R = d + K + 5 */
+#define MAX_WORDS 4
 
 static const int64_t ROW_DELTA[5] = {-1, 1, 0, 0, 0};
 static const int64_t COL_DELTA[5] = {0, 0, -1, 1, 0};
@@ -53,12 +56,41 @@ static inline f64x8 fma_f64x8(f64x8 a, f64x8 b, f64x8 c) {
 #endif
 }
 
+/* Bit i set where values[i] is not zero (NaN included), for count <= 64 values. */
+static inline uint64_t nonzero_f32(const float *values, int64_t count) {
+    uint64_t bits = 0;
+#if defined(__AVX512F__)
+    for (int64_t i = 0; i < count; i += 16) {
+        __mmask16 valid = count - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - i)) - 1);
+        __m512 chunk = _mm512_maskz_loadu_ps(valid, values + i);
+        bits |= (uint64_t)_mm512_mask_cmp_ps_mask(valid, chunk, _mm512_setzero_ps(), _CMP_NEQ_UQ) << i;
+    }
+#else
+    for (int64_t i = 0; i < count; i++) bits |= (uint64_t)(values[i] != 0) << i;
+#endif
+    return bits;
+}
+
+static inline uint64_t nonzero_f64(const double *values, int64_t count) {
+    uint64_t bits = 0;
+#if defined(__AVX512F__)
+    for (int64_t i = 0; i < count; i += 8) {
+        __mmask8 valid = count - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (count - i)) - 1);
+        __m512d chunk = _mm512_maskz_loadu_pd(valid, values + i);
+        bits |= (uint64_t)_mm512_mask_cmp_pd_mask(valid, chunk, _mm512_setzero_pd(), _CMP_NEQ_UQ) << i;
+    }
+#else
+    for (int64_t i = 0; i < count; i++) bits |= (uint64_t)(values[i] != 0) << i;
+#endif
+    return bits;
+}
+
 #define CASE(NAME, NV)                                                                                    \
     case NV:                                                                                              \
         return NAME##_body(W, num_symbols, d, r, lanes, hidden, cells, offsets, widths, heights, rows,    \
                            cols, steps, targets, status, active, NV);
 
-#define DEFINE_LOCKSTEP(NAME, REAL, WIDTH, GROUP, VEC, FMA)                                              \
+#define DEFINE_LOCKSTEP(NAME, REAL, WIDTH, GROUP, VEC, FMA, NONZERO)                                     \
 typedef VEC NAME##_vec;                                                                                   \
                                                                                                           \
 static int64_t NAME##_argmax(const REAL *scores, int64_t count) {                                        \
@@ -91,21 +123,50 @@ static inline __attribute__((always_inline)) int NAME##_group(                  
         position[g] = offsets[lane] + rows[lane] * widths[lane] + cols[lane];                             \
         matrix[g] = W + (int64_t)cells[position[g]] * d * r;                                              \
     }                                                                                                     \
-    /* the lanes' products, interleaved one k at a time */                                                \
+    /* Bit k of nonzero[g] is set when h[k] of lane g is not zero.  A product W[x][k] * h[k] with h[k]    \
+       zero only adds a signed zero to the score, so skipping it changes at most the sign of a zero       \
+       score, never a comparison, while one-hot hidden states (oracle DFSTs, extracted automata) need     \
+       one row instead of d.  Dense states take the interleaved loop over every k. */                     \
+    uint64_t nonzero[GROUP][MAX_WORDS];                                                                   \
+    int dense = 1;                                                                                        \
+    for (int g = 0; g < group; g++) {                                                                     \
+        const REAL *h = hidden + lane_of[g] * d;                                                          \
+        for (int64_t base = 0; base < d; base += 64) {                                                    \
+            int64_t end = base + 64 < d ? base + 64 : d;                                                  \
+            uint64_t bits = NONZERO(h + base, end - base);                                                \
+            nonzero[g][base / 64] = bits;                                                                 \
+            dense &= bits == (end - base == 64 ? ~(uint64_t)0 : ((uint64_t)1 << (end - base)) - 1);       \
+        }                                                                                                 \
+    }                                                                                                     \
     for (int g = 0; g < group; g++)                                                                       \
         for (int v = 0; v < nv; v++) acc[g][v] = (NAME##_vec){0};                                         \
-    for (int64_t k = 0; k < d; k++) {                                                                     \
+    if (dense) {                                                                                          \
+        for (int64_t k = 0; k < d; k++) {                                                                 \
+            for (int g = 0; g < group; g++) {                                                             \
+                const NAME##_vec *row = (const NAME##_vec *)(matrix[g] + k * r);                          \
+                NAME##_vec hk = (NAME##_vec){0} + hidden[lane_of[g] * d + k];                             \
+                for (int v = 0; v < nv; v++) acc[g][v] = FMA(row[v], hk, acc[g][v]);                      \
+            }                                                                                             \
+        }                                                                                                 \
+    } else {                                                                                              \
         for (int g = 0; g < group; g++) {                                                                 \
-            const NAME##_vec *row = (const NAME##_vec *)(matrix[g] + k * r);                              \
-            NAME##_vec hk = (NAME##_vec){0} + hidden[lane_of[g] * d + k];                                  \
-            for (int v = 0; v < nv; v++) acc[g][v] = FMA(row[v], hk, acc[g][v]);                          \
+            const REAL *h = hidden + lane_of[g] * d;                                                      \
+            for (int64_t base = 0; base < d; base += 64) {                                                \
+                for (uint64_t bits = nonzero[g][base / 64]; bits; bits &= bits - 1) {                     \
+                    int64_t k = base + __builtin_ctzll(bits);                                             \
+                    const NAME##_vec *row = (const NAME##_vec *)(matrix[g] + k * r);                      \
+                    NAME##_vec hk = (NAME##_vec){0} + h[k];                                               \
+                    for (int v = 0; v < nv; v++) acc[g][v] = FMA(row[v], hk, acc[g][v]);                  \
+                }                                                                                         \
+            }                                                                                             \
         }                                                                                                 \
     }                                                                                                     \
     for (int g = 0; g < group && start + g < count; g++) {                                                \
         int64_t lane = lane_of[g];                                                                        \
         REAL *h = hidden + lane * d;                                                                      \
-        REAL scores[MAX_VECTORS * WIDTH];                                                                 \
-        memcpy(scores, acc[g], (size_t)r * sizeof(REAL));                                                 \
+        union { NAME##_vec vectors[MAX_VECTORS]; REAL values[MAX_VECTORS * WIDTH]; } computed;            \
+        for (int v = 0; v < nv; v++) computed.vectors[v] = acc[g][v];                                     \
+        const REAL *scores = computed.values;                                                             \
         /* a non-finite h makes every score non-finite (inf * 0 is NaN), and a finite h has finite       \
            entries, so the full check runs only when the first score is suspect */                        \
         if (scores[0] - scores[0] != 0) {                                                                 \
@@ -117,7 +178,10 @@ static inline __attribute__((always_inline)) int NAME##_group(                  
         int64_t written = NAME##_argmax(scores + d, num_symbols);                                         \
         int64_t motion = NAME##_argmax(scores + d + num_symbols, 5);                                      \
         cells[position[g]] = (int8_t)written;                                                             \
-        memcpy(h, scores, (size_t)d * sizeof(REAL));                                                      \
+        /* fixed-size copies compile to vector moves, where a d-sized memcpy is a library call */         \
+        int64_t k = 0;                                                                                    \
+        for (; k + WIDTH <= d; k += WIDTH) memcpy(h + k, scores + k, WIDTH * sizeof(REAL));               \
+        for (; k < d; k++) h[k] = scores[k];                                                              \
         steps[lane] += 1;                                                                                 \
         *total += 1;                                                                                      \
         if (motion == STAY) { status[lane] = HALTED; continue; }                                          \
@@ -174,5 +238,5 @@ int64_t NAME(const REAL *W, int64_t num_symbols, int64_t d, int64_t r, int64_t l
     }                                                                                                     \
 }
 
-DEFINE_LOCKSTEP(lockstep_float32, float, 16, 2, f32x16, fma_f32x16)
-DEFINE_LOCKSTEP(lockstep_float64, double, 8, 2, f64x8, fma_f64x8)
+DEFINE_LOCKSTEP(lockstep_float32, float, 16, 2, f32x16, fma_f32x16, nonzero_f32)
+DEFINE_LOCKSTEP(lockstep_float64, double, 8, 2, f64x8, fma_f64x8, nonzero_f64)

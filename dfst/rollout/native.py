@@ -28,8 +28,10 @@ from dfst.rollout import kernel
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("lockstep.c")
-# -ffp-contract=off fuses nothing but the kernel's explicit fma calls, as the numba kernel does.
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-std=c11")
+# -ffp-contract=off fuses nothing but the kernel's explicit fma calls, as the numba kernel does;
+# -fno-tree-loop-distribute-patterns keeps short copy loops inline instead of calling memcpy.
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-tree-loop-distribute-patterns", "-fPIC", "-shared",
+         "-std=c11")
 # Largest number of 64-byte vectors per row of W that lockstep.c handles (MAX_VECTORS there).
 MAX_VECTORS = 16
 _POINTER = ctypes.c_void_p
