@@ -22,6 +22,7 @@ import numpy as np
 from dfst.experts import ExpertSpec, get_expert
 from dfst.grid import Grid, grow_to_contain, problem_grid, read_answer
 from dfst.rollout import kernel
+from dfst.rollout.automaton import AutomatonTable, automaton_table
 from dfst.rollout.budget import expert_step_counts
 from dfst.rollout.native import run_lanes
 from dfst.rollout.state import DTYPES, RolloutInputError, RolloutResult, RolloutState
@@ -45,6 +46,9 @@ DEFAULT_BUDGET_MARGIN = 1000
 DEFAULT_CHUNK_STEPS = 1 << 62
 
 _KERNEL_STATUS = {kernel.HALTED: "halted", kernel.NON_FINITE: "non_finite"}
+# Run weights in automaton form on their exact table (dfst.rollout.automaton) instead of the
+# kernels.  The results are identical; False forces the kernels, for comparisons and benchmarks.
+AUTOMATON_TABLES = True
 
 
 def _expert(task: str) -> ExpertSpec:
@@ -94,6 +98,8 @@ class _PreparedWeights:
         self.W = np.zeros((k, d, padded), dtype=dtype)
         self.W[:, :, :scores] = stacked.transpose(0, 2, 1)
         self.h0 = np.ascontiguousarray(weights.h0, dtype=dtype)
+        # None unless the weights are in automaton form; then rollouts run on the exact table
+        self.automaton: AutomatonTable | None = automaton_table(weights)
 
 
 # One prepared copy per dtype of the weights used last, so chunked calls skip the restacking.
@@ -224,8 +230,17 @@ def _run_kernel(prepared: _PreparedWeights, lanes: list[RolloutState], targets: 
     hidden = np.stack([s.hidden for s in lanes])
     targets = np.ascontiguousarray(targets, dtype=np.int64)
 
-    run_lanes(prepared.W, prepared.weights.num_symbols, hidden, cells, offsets, widths, heights, rows, cols, steps,
-              targets, status)
+    table = prepared.automaton if AUTOMATON_TABLES else None
+    table_states = table.states_of(hidden) if table is not None else None
+    if table_states is None:
+        run_lanes(prepared.W, prepared.weights.num_symbols, hidden, cells, offsets, widths, heights, rows, cols,
+                  steps, targets, status)
+    else:
+        steps_before = steps.copy()
+        kernel.expert_lockstep(table.packed, prepared.weights.num_symbols, cells, offsets, widths, heights, rows,
+                               cols, table_states, steps, targets, status)
+        moved = steps > steps_before
+        hidden[moved] = table.hidden_of(table_states[moved], hidden.dtype)
 
     for n, state in enumerate(lanes):
         state.cells = cells[offsets[n] : offsets[n] + sizes[n]].reshape(heights[n], widths[n]).copy()
