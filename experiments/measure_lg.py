@@ -26,7 +26,7 @@ def main() -> None:
     for digits in (int(x) for x in sys.argv[2:]):
         report = evaluate(weights, task, digits, workers=1, model_name=path.stem)
         failures = [
-            {"check": p.check, "outcome": p.outcome, "a_digits": len(str(p.a)), "b_digits": len(str(p.b))}
+            {"check": p.check, "outcome": p.outcome, "a_digits": p.a_digits, "b_digits": p.b_digits}
             for p in report.pairs if p.outcome != "correct"
         ][:5]
         record = {

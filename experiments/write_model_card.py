@@ -35,10 +35,11 @@ def main() -> None:
     extraction = meta["extraction"]
     lg = meta.get("lg", {})
     passed = [int(d) for d, r in lg.items() if all(r["verdicts"].values())]
+    operation = "multiplication" if meta["task"].startswith("mult") else "addition"
     lines = [
         f"# Model card: {path.stem}",
         "",
-        f"Task `{meta['task']}` ({expert.alphabet.radix}-ary addition), variant **{meta['variant']}**: a DFST "
+        f"Task `{meta['task']}` ({expert.alphabet.radix}-ary {operation}), variant **{meta['variant']}**: a DFST "
         "trained by next-action prediction on expert traces, then turned into an exact automaton by "
         "post-training extraction (state-space clustering of the trained model's hidden vectors on the "
         "training inputs, transitions and actions read off the trained model's own outputs, rebuilt in the "
