@@ -456,7 +456,11 @@ def serve_command(
     port: int = typer.Option(50051, "--port", help="TCP port; 0 picks a free one."),
     data_dir: str = typer.Option(None, "--data-dir", help="Folder of service.db; default $DFST_DATA_DIR."),
     workers: int = typer.Option(0, "--workers", help="Rollout actors; 0 means one per CPU."),
-    chunk_steps: int = typer.Option(4_000_000, "--chunk-steps", help="Rollout steps per chunk."),
+    chunk_steps: int = typer.Option(1_000_000_000, "--chunk-steps", help="Maximum rollout steps per chunk."),
+    chunk_seconds: float = typer.Option(
+        1.0, "--chunk-seconds",
+        help="Wall seconds after which a chunk ends, with its progress report and checkpoint.",
+    ),
     max_active_jobs: int = typer.Option(64, "--max-active-jobs", help="Queued plus running jobs allowed."),
     ray_address: str = typer.Option(
         None, "--ray-address", envvar="RAY_ADDRESS",
@@ -502,7 +506,8 @@ def serve_command(
     config = ServerConfig(
         host=host, port=port, data_dir=pathlib.Path(data_dir) if data_dir else None,
         manager=ManagerConfig(max_active_jobs=max_active_jobs,
-                              workers=WorkerConfig(num_workers=workers, chunk_steps=chunk_steps)),
+                              workers=WorkerConfig(num_workers=workers, chunk_steps=chunk_steps,
+                                                   chunk_seconds=chunk_seconds)),
         security=security,
         metrics_host=metrics_host, metrics_port=metrics_port if metrics else None,
     )

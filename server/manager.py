@@ -297,7 +297,7 @@ class JobManager(TrainingJobsMixin):
             step += 1
 
     def _fill_workers(self) -> None:
-        chunk_steps = self.config.workers.chunk_steps
+        chunk_steps, chunk_seconds = self.config.workers.chunk_steps, self.config.workers.chunk_seconds
         while self._idle:
             picked = None
             with self._lock:
@@ -316,7 +316,7 @@ class JobManager(TrainingJobsMixin):
             }
             state = run.checkpoints.get(index, (0, None))[1]
             worker = self._idle.pop()
-            ref = worker.run_chunk.remote(payload, state, chunk_steps)
+            ref = worker.run_chunk.remote(payload, state, chunk_steps, chunk_seconds)
             self._inflight[ref] = (worker, run.job.job_id, index)
             run.inflight.add(index)
 

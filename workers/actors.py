@@ -2,8 +2,8 @@
 
 A :class:`RolloutWorker` runs one chunk of one rollout per call.  It starts
 the rollout or restores it from the state bytes of the previous chunk, then
-advances it by at most ``chunk_steps`` steps and returns the new state bytes
-or the result.  The server stores those bytes after every chunk, so a worker that
+advances it by at most ``chunk_steps`` steps, ending the chunk early once it
+has run for ``chunk_seconds``, and returns the new state bytes or the result.  The server stores those bytes after every chunk, so a worker that
 Ray restarts (``max_restarts``) or a task that Ray retries
 (``max_task_retries``) resumes from the last chunk, never from step 0.
 
@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 
 import ray
 
@@ -33,7 +34,10 @@ class WorkerConfig:
     num_cpus: float = 1.0  # CPUs reserved per rollout actor
     num_gpus: float = 0.0  # GPUs reserved per rollout actor (placement only; the engine is CPU-only)
     accelerator_type: str | None = None  # Ray accelerator type such as "A100", or None for any node
-    chunk_steps: int = 4_000_000  # rollout steps per chunk, between progress reports and cancellation checks
+    chunk_steps: int = 1_000_000_000  # maximum rollout steps per chunk
+    # A chunk ends after this many wall seconds of stepping, so progress reports, checkpoints and
+    # cancellation checks come about this often whatever the model's speed (checked between slices).
+    chunk_seconds: float = 1.0
     max_restarts: int = 3  # times Ray restarts a dead actor
     max_task_retries: int = 3  # times Ray retries a chunk on a restarted actor
     training_num_cpus: float = 0.0  # CPUs reserved by a training actor; 0 shares those of the rollout actors
@@ -43,6 +47,10 @@ def _load_weights(model: str) -> tuple[DFSTWeights, dict]:
     from dfst.workers.models import load_model
 
     return load_model(model)
+
+
+# Steps of the first slice of a chunk; later slices are sized by the measured rate to end near chunk_seconds.
+FIRST_SLICE_STEPS = 1_000_000
 
 
 @ray.remote
@@ -68,8 +76,9 @@ class RolloutWorker:
             logger.info("worker %d loaded model %s (sha256 %s, %s)", os.getpid(), model, sha256[:12], dtype)
         return self._weights[key]
 
-    def run_chunk(self, unit: dict, state_bytes: bytes | None, chunk_steps: int) -> dict:
-        """Advance one rollout by at most ``chunk_steps`` steps.
+    def run_chunk(self, unit: dict, state_bytes: bytes | None, chunk_steps: int,
+                  chunk_seconds: float | None = None) -> dict:
+        """Advance one rollout by at most ``chunk_steps`` steps, stopping early after ``chunk_seconds``.
 
         ``unit`` has task, a, b (decimal strings), model, sha256, dtype and step_budget.
         Returns {"status", "steps", "state", "restarted"} while running, and adds "result" once finished.
@@ -85,7 +94,7 @@ class RolloutWorker:
             )
         else:
             state = engine.state_from_bytes(state_bytes)
-        state = engine.advance(weights, state, chunk_steps)
+        state = _advance_for(engine, weights, state, chunk_steps, chunk_seconds)
         restarted, self._restart_unreported = self._restart_unreported, False
         if state.status == "running":
             return {"status": "running", "steps": int(state.steps), "state": state.to_bytes(), "restarted": restarted}
@@ -95,6 +104,22 @@ class RolloutWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _advance_for(engine, weights, state, max_steps: int, seconds: float | None):
+    """Advance ``state`` by at most ``max_steps`` steps in slices, until ``seconds`` of wall time have passed."""
+    if seconds is None:
+        return engine.advance(weights, state, max_steps)
+    started, first_step = time.monotonic(), state.steps
+    slice_steps = min(max_steps, FIRST_SLICE_STEPS)
+    while True:
+        state = engine.advance(weights, state, slice_steps)
+        done = state.steps - first_step
+        elapsed = time.monotonic() - started
+        if state.status != "running" or done >= max_steps or elapsed >= seconds:
+            return state
+        rate = done / max(elapsed, 1e-6)
+        slice_steps = int(min(max_steps - done, max(FIRST_SLICE_STEPS, rate * (seconds - elapsed))))
 
 
 @ray.remote
