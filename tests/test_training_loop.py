@@ -186,3 +186,41 @@ def test_config_json_round_trip():
     assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
     with pytest.raises(TrainingError, match="unknown"):
         TrainConfig.from_json({"task": "add2", "bogus": 1})
+
+
+def test_binary_penalty_vanishes_on_zero_one_entries():
+    import torch
+    from dfst import get_expert, oracle_weights
+    from dfst.training.loop import binary_penalty
+
+    zero_one = torch.from_numpy(oracle_weights(get_expert("add2")).A.astype(np.float64))
+    halves = torch.full((2, 3, 3), 0.5, dtype=torch.float64)
+
+    assert float(binary_penalty(zero_one)) == 0.0
+    assert float(binary_penalty(halves)) == pytest.approx(18 * 0.0625)
+
+
+def test_binary_penalty_gradient_fused_matches_autograd():
+    import torch
+    from dfst import get_expert
+    from dfst.training.loop import _gradient_step
+    from dfst.training.model import DFST, pad_traces
+    from dfst.data import build_dataset
+
+    batch = pad_traces(build_dataset("add2", [(5, 3), (6, 1), (7, 7)]))
+    gradients = {}
+    for path in ("fused", "loop"):
+        model = DFST(get_expert("add2").num_symbols, 11, seed=1, dtype=torch.float64)
+        with torch.no_grad():
+            noise = torch.randn(model.A.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+            model.A.add_(0.1 * noise)
+        _gradient_step(model, batch, path, penalty_weight=0.3)
+        gradients[path] = model.A.grad.numpy().copy()
+
+    np.testing.assert_allclose(gradients["fused"], gradients["loop"], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
+def test_invalid_binary_penalty_rejected(weight):
+    with pytest.raises(TrainingError, match="binary_penalty must be a non-negative number"):
+        TrainConfig(task="add2", binary_penalty=weight).validate()

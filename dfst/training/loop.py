@@ -69,6 +69,9 @@ class TrainConfig:
     log_every: int = 100  # iterations between loss log lines
     probe_every: int = 0  # iterations between RLG probes; 0 disables them
     probe_digits: tuple[int, ...] = (8, 16, 32)  # operand lengths of the RLG probes
+    # Weight of the penalty sum(a² (1 - a)²) over the entries a of A, which is zero exactly when every
+    # entry is 0 or 1, as in a DFST in automaton form; 0 disables it.  The logged loss excludes it.
+    binary_penalty: float = 0.0
 
     def validate(self) -> None:
         """Raise TrainingError on invalid values."""
@@ -86,6 +89,8 @@ class TrainConfig:
             raise TrainingError(f"the fused path runs on the CPU only; device is {self.device!r}")
         if self.hidden_dim is not None and self.hidden_dim < 1:
             raise TrainingError(f"hidden_dim must be ≥ 1 or None, got {self.hidden_dim}")
+        if not (self.binary_penalty >= 0 and math.isfinite(self.binary_penalty)):
+            raise TrainingError(f"binary_penalty must be a non-negative number, got {self.binary_penalty}")
         if self.checkpoint_every < 1 or self.log_every < 1 or self.probe_every < 0:
             raise TrainingError("checkpoint_every and log_every must be ≥ 1 and probe_every ≥ 0")
 
@@ -176,17 +181,27 @@ def _select(data: TraceBatch, indices: np.ndarray) -> TraceBatch:
     )
 
 
-def _gradient_step(model: DFST, batch: TraceBatch, path: str) -> float:
-    """Set ``.grad`` on every parameter for ``batch`` and return the batch loss."""
+def binary_penalty(A: torch.Tensor) -> torch.Tensor:
+    """Return sum(a² (1 - a)²) over the entries of A: zero exactly when every entry is 0 or 1."""
+    return (A.square() * (1 - A).square()).sum()
+
+
+def _gradient_step(model: DFST, batch: TraceBatch, path: str, penalty_weight: float = 0.0) -> float:
+    """Set ``.grad`` on every parameter for ``batch`` and return the batch loss, without the penalty."""
     if path == "fused":
         arrays = [getattr(model, name).detach().numpy() for name in ("A", "B", "C", "h0")]
         loss, *gradients = loss_and_gradients(*arrays, batch.observed, batch.written, batch.motions, batch.lengths)
         for name, gradient in zip(("A", "B", "C", "h0"), gradients, strict=True):
             getattr(model, name).grad = torch.from_numpy(gradient)
+        if penalty_weight:
+            A = model.A.detach()
+            # d/da of a² (1 - a)² is 2a (1 - a)(1 - 2a)
+            model.A.grad += penalty_weight * 2 * A * (1 - A) * (1 - 2 * A)
         return float(loss)
     model.zero_grad(set_to_none=True)
     loss = batch_loss(model, batch, scan_hidden if path == "scan" else step_loop_hidden)
-    loss.backward()
+    objective = loss + penalty_weight * binary_penalty(model.A) if penalty_weight else loss
+    objective.backward()
     return float(loss.detach())
 
 
@@ -283,7 +298,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = cosine_learning_rate(config, iteration)
         indices = rng.integers(0, len(traces), size=config.batch_size)
-        loss = _gradient_step(model, _select(data, indices), path)
+        loss = _gradient_step(model, _select(data, indices), path, config.binary_penalty)
         optimizer.step()
         iteration += 1
 
