@@ -200,7 +200,8 @@ def test_binary_penalty_vanishes_on_zero_one_entries():
     assert float(binary_penalty(halves)) == pytest.approx(18 * 0.0625)
 
 
-def test_binary_penalty_gradient_fused_matches_autograd():
+@pytest.mark.parametrize(("penalty_weight", "l2_weight"), [(0.3, 0.0), (0.0, 0.2), (0.3, 0.2)])
+def test_penalty_gradients_fused_match_autograd(penalty_weight, l2_weight):
     import torch
     from dfst import get_expert
     from dfst.training.loop import _gradient_step
@@ -214,13 +215,14 @@ def test_binary_penalty_gradient_fused_matches_autograd():
         with torch.no_grad():
             noise = torch.randn(model.A.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
             model.A.add_(0.1 * noise)
-        _gradient_step(model, batch, path, penalty_weight=0.3)
+        _gradient_step(model, batch, path, penalty_weight=penalty_weight, l2_weight=l2_weight)
         gradients[path] = model.A.grad.numpy().copy()
 
     np.testing.assert_allclose(gradients["fused"], gradients["loop"], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
-def test_invalid_binary_penalty_rejected(weight):
-    with pytest.raises(TrainingError, match="binary_penalty must be a non-negative number"):
-        TrainConfig(task="add2", binary_penalty=weight).validate()
+@pytest.mark.parametrize("name", ["binary_penalty", "transition_l2"])
+def test_invalid_penalty_weight_rejected(name, weight):
+    with pytest.raises(TrainingError, match=f"{name} must be a non-negative number"):
+        TrainConfig(task="add2", **{name: weight}).validate()

@@ -72,6 +72,10 @@ class TrainConfig:
     # Weight of the penalty sum(a² (1 - a)²) over the entries a of A, which is zero exactly when every
     # entry is 0 or 1, as in a DFST in automaton form; 0 disables it.  The logged loss excludes it.
     binary_penalty: float = 0.0
+    # Weight λ of the L2 penalty λ·sum(a²) over the entries a of A.  It pulls the directions of the
+    # hidden space that the traces leave unconstrained towards 0, so deviations there shrink instead of
+    # persisting along long loops; 0 disables it.  The logged loss excludes it.
+    transition_l2: float = 0.0
 
     def validate(self) -> None:
         """Raise TrainingError on invalid values."""
@@ -89,8 +93,10 @@ class TrainConfig:
             raise TrainingError(f"the fused path runs on the CPU only; device is {self.device!r}")
         if self.hidden_dim is not None and self.hidden_dim < 1:
             raise TrainingError(f"hidden_dim must be ≥ 1 or None, got {self.hidden_dim}")
-        if not (self.binary_penalty >= 0 and math.isfinite(self.binary_penalty)):
-            raise TrainingError(f"binary_penalty must be a non-negative number, got {self.binary_penalty}")
+        for name in ("binary_penalty", "transition_l2"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise TrainingError(f"{name} must be a non-negative number, got {value}")
         if self.checkpoint_every < 1 or self.log_every < 1 or self.probe_every < 0:
             raise TrainingError("checkpoint_every and log_every must be ≥ 1 and probe_every ≥ 0")
 
@@ -186,21 +192,31 @@ def binary_penalty(A: torch.Tensor) -> torch.Tensor:
     return (A.square() * (1 - A).square()).sum()
 
 
-def _gradient_step(model: DFST, batch: TraceBatch, path: str, penalty_weight: float = 0.0) -> float:
-    """Set ``.grad`` on every parameter for ``batch`` and return the batch loss, without the penalty."""
+def _gradient_step(model: DFST, batch: TraceBatch, path: str, penalty_weight: float = 0.0,
+                   l2_weight: float = 0.0) -> float:
+    """Set ``.grad`` on every parameter for ``batch`` and return the batch loss, without the penalties.
+
+    ``penalty_weight`` weighs :func:`binary_penalty` and ``l2_weight`` the L2 penalty sum(a²), both on A.
+    """
     if path == "fused":
         arrays = [getattr(model, name).detach().numpy() for name in ("A", "B", "C", "h0")]
         loss, *gradients = loss_and_gradients(*arrays, batch.observed, batch.written, batch.motions, batch.lengths)
         for name, gradient in zip(("A", "B", "C", "h0"), gradients, strict=True):
             getattr(model, name).grad = torch.from_numpy(gradient)
+        A = model.A.detach()
         if penalty_weight:
-            A = model.A.detach()
             # d/da of a² (1 - a)² is 2a (1 - a)(1 - 2a)
             model.A.grad += penalty_weight * 2 * A * (1 - A) * (1 - 2 * A)
+        if l2_weight:
+            model.A.grad += l2_weight * 2 * A
         return float(loss)
     model.zero_grad(set_to_none=True)
     loss = batch_loss(model, batch, scan_hidden if path == "scan" else step_loop_hidden)
-    objective = loss + penalty_weight * binary_penalty(model.A) if penalty_weight else loss
+    objective = loss
+    if penalty_weight:
+        objective = objective + penalty_weight * binary_penalty(model.A)
+    if l2_weight:
+        objective = objective + l2_weight * model.A.square().sum()
     objective.backward()
     return float(loss.detach())
 
@@ -298,7 +314,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = cosine_learning_rate(config, iteration)
         indices = rng.integers(0, len(traces), size=config.batch_size)
-        loss = _gradient_step(model, _select(data, indices), path, config.binary_penalty)
+        loss = _gradient_step(model, _select(data, indices), path, config.binary_penalty, config.transition_l2)
         optimizer.step()
         iteration += 1
 
