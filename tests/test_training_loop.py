@@ -190,6 +190,7 @@ def test_config_json_round_trip():
 
 def test_binary_penalty_vanishes_on_zero_one_entries():
     import torch
+
     from dfst import get_expert, oracle_weights
     from dfst.training.loop import binary_penalty
 
@@ -203,10 +204,11 @@ def test_binary_penalty_vanishes_on_zero_one_entries():
 @pytest.mark.parametrize(("penalty_weight", "l2_weight"), [(0.3, 0.0), (0.0, 0.2), (0.3, 0.2)])
 def test_penalty_gradients_fused_match_autograd(penalty_weight, l2_weight):
     import torch
+
     from dfst import get_expert
+    from dfst.data import build_dataset
     from dfst.training.loop import _gradient_step
     from dfst.training.model import DFST, pad_traces
-    from dfst.data import build_dataset
 
     batch = pad_traces(build_dataset("add2", [(5, 3), (6, 1), (7, 7)]))
     gradients = {}
