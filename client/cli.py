@@ -487,7 +487,7 @@ def serve_command(
     from dfst.server.app import ServerConfig, serve
     from dfst.server.manager import ManagerConfig
     from dfst.server.store import JobStore, StoreError, default_data_dir
-    from dfst.workers.actors import WorkerConfig
+    from dfst.workers.actors import LOCAL_RAY_SYSTEM_CONFIG, WorkerConfig
 
     logging.getLogger().setLevel(logging.INFO)
     if metrics and not 0 <= metrics_port <= 65535:
@@ -520,7 +520,8 @@ def serve_command(
     if ray_address:
         ray.init(address=ray_address, log_to_driver=False)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 _system_config=LOCAL_RAY_SYSTEM_CONFIG)
     try:
         serve(config)
     except StoreError as error:

@@ -62,6 +62,7 @@ def embedded_server() -> Iterator[str]:
     """Start a local Ray instance and the dfst server on a loopback ephemeral port; yield its address."""
     import ray
     from dfst.server.app import DfstServer, ServerConfig
+    from dfst.workers.actors import LOCAL_RAY_SYSTEM_CONFIG
 
     started_ray = False
     if not ray.is_initialized():
@@ -73,7 +74,8 @@ def embedded_server() -> Iterator[str]:
         notice_logger.setLevel(logging.ERROR)
         try:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=False)
+                     logging_level=logging.WARNING, configure_logging=False,
+                     _system_config=LOCAL_RAY_SYSTEM_CONFIG)
         finally:
             notice_logger.setLevel(previous_level)
         started_ray = True

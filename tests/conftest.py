@@ -35,6 +35,9 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        from dfst.workers.actors import LOCAL_RAY_SYSTEM_CONFIG
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 _system_config=LOCAL_RAY_SYSTEM_CONFIG)
     yield ray
     ray.shutdown()
