@@ -34,7 +34,7 @@ def test_oracle_builtin_loads(task):
     assert metadata["path"] is None
 
 
-@pytest.mark.parametrize("task", ["add2", "add10"])
+@pytest.mark.parametrize("task", ["add2", "add10", "mult2"])
 def test_shipped_model_is_default_and_correct(task):
     assert default_model_name(task) == task
     weights, metadata = load_model(task)
