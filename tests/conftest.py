@@ -37,7 +37,10 @@ def ray_session():
     if not ray.is_initialized():
         from dfst.workers.actors import LOCAL_RAY_SYSTEM_CONFIG
 
+        # The service and fault tests time kills, restarts and cancellations against rollouts that
+        # take seconds on the kernels, and the oracles' table path would finish them in milliseconds,
+        # so the Ray workers of the tests run the kernels.  The library tests cover the table path.
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 _system_config=LOCAL_RAY_SYSTEM_CONFIG)
+                 _system_config=LOCAL_RAY_SYSTEM_CONFIG, runtime_env={"env_vars": {"DFST_AUTOMATON_TABLES": "0"}})
     yield ray
     ray.shutdown()

@@ -286,18 +286,25 @@ def test_watch_reconnects_after_server_restart(ray_session, tmp_path):
 
     from dfst.client.watch import watch_job
 
-    first = _start(tmp_path, chunk_steps=20_000)
+    # 2000-step chunks make each of the 81 rollouts (about 80000 steps) take 40 chunks, so the job is
+    # still running when the server stops after the fifth finished rollout
+    first = _start(tmp_path, chunk_steps=2_000)
     port = first.port
     stub = _stub(first)
     job = _submit(stub, task="add10", digits=200, model="oracle-add10", checks=[jobs_pb2.LENGTH_CHECK_RLG])
     outcome = {}
     watcher = threading.Thread(target=lambda: outcome.update(result=watch_job(stub, job.job_id, False)))
     watcher.start()
-    time.sleep(2)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        progress = stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id), timeout=RPC_TIMEOUT_S).job.progress
+        if progress.rollouts_done >= 5:
+            break
+        time.sleep(0.01)
     state_at_stop = stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id), timeout=RPC_TIMEOUT_S).job.state
     first.stop()
     second = DfstServer(ServerConfig(port=port, data_dir=tmp_path, manager=ManagerConfig(
-        workers=WorkerConfig(num_workers=2, chunk_steps=20_000)))).start()
+        workers=WorkerConfig(num_workers=2, chunk_steps=2_000)))).start()
     try:
         watcher.join(timeout=120)
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 
 import numpy as np
@@ -48,7 +49,8 @@ DEFAULT_CHUNK_STEPS = 1 << 62
 _KERNEL_STATUS = {kernel.HALTED: "halted", kernel.NON_FINITE: "non_finite"}
 # Run weights in automaton form on their exact table (dfst.rollout.automaton) instead of the
 # kernels.  The results are identical; False forces the kernels, for comparisons and benchmarks.
-AUTOMATON_TABLES = True
+# The environment variable DFST_AUTOMATON_TABLES=0 sets it to False in a new process.
+AUTOMATON_TABLES = os.environ.get("DFST_AUTOMATON_TABLES", "1") != "0"
 
 
 def _expert(task: str) -> ExpertSpec:
