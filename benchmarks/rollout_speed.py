@@ -3,9 +3,9 @@
 For each task the engine runs two models of the task's shape:
 
 - one-hot: the oracle DFST.  It is in automaton form, so by default the engine
-  runs it on its exact state table (dfst.rollout.automaton); with the table
-  path off, the kernels multiply one row of W[x] per step, since they skip
-  the zero coordinates of the one-hot hidden state;
+  runs it on its exact state table (dfst.rollout.automaton).  With the table
+  path off, the kernels multiply one row of W[x] per step, because they skip
+  the zero coordinates of the one-hot hidden state.
 - dense: the oracle with every weight perturbed by 1e-6 · N(0, 1), whose hidden
   state has no zero coordinate, so every step does all (d + K + 5)·d
   multiply-adds.  It is run for a fixed number of steps, since it need not halt.

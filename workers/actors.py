@@ -1,9 +1,9 @@
 """Ray actors that run rollout chunks and training jobs.
 
 A :class:`RolloutWorker` runs one chunk of one rollout per call.  It starts
-the rollout or restores it from the state bytes of the previous chunk, then
-advances it by at most ``chunk_steps`` steps, ending the chunk early once it
-has run for ``chunk_seconds``, and returns the new state bytes or the result.
+the rollout or restores it from the state bytes of the previous chunk.  It
+then advances it by at most ``chunk_steps`` steps, ending the chunk early once
+it has run for ``chunk_seconds``, and returns the new state bytes or the result.
 The server stores those bytes after every chunk, so a worker that Ray
 restarts (``max_restarts``) or a task that Ray retries (``max_task_retries``)
 resumes from the last chunk, never from step 0.

@@ -4,12 +4,12 @@ A DFST is in automaton form when every entry of every A[x] is 0 or 1, every
 column of A[x] has at most one 1, and h0 is a unit vector e_j with h0[j]
 exactly 1.  Oracle DFSTs and automata extracted from trained models have this
 form.  Its hidden state is then always e_j for some j, or the zero vector once a
-column of A[x] is all zero, and the kernels compute every step exactly:
-``W[x]ᵀ e_j`` is column j of ``[A[x]; B[x]; C[x]]`` with no rounding (a
-product with 1 is exact and the skipped zero terms change at most the sign of
-a zero).  So a table over (state, symbol), state j standing for e_j and state d
-for the zero vector, gives the same writes, motions, hidden states and step
-counts as the kernels, at the cost of one table lookup per step.
+column of A[x] is all zero.  The kernels compute every such step exactly:
+``W[x]ᵀ e_j`` is column j of ``[A[x]; B[x]; C[x]]`` with no rounding, because
+a product with 1 is exact and a skipped zero term changes at most the sign of
+a zero.  So a table over (state, symbol), with state j standing for e_j and
+state d for the zero vector, gives the same writes, motions, hidden states and
+step counts as the kernels, at one table lookup per step or less.
 """
 
 from __future__ import annotations

@@ -179,8 +179,8 @@ def expert_lockstep(table, num_symbols, cells, offsets, widths, heights, rows, c
     Most steps of the experts sweep over digits: the state stays, the symbol is
     written back unchanged and the motion repeats.  After such a step the lane
     continues the sweep while the next cell's transition is the same kind of
-    step, which reads one byte per cell instead of a table entry; the steps,
-    cells and states are exactly those of one step at a time.
+    step.  That reads one byte per cell instead of a table entry, and the
+    steps, cells and states are exactly those of one step at a time.
     """
     lanes = states.shape[0]
     num_states = table.shape[0] // num_symbols
@@ -226,16 +226,16 @@ def expert_lockstep(table, num_symbols, cells, offsets, widths, heights, rows, c
                 # continue a sweep: each further step leaves the cell, the state and the motion unchanged
                 row_step, col_step = _ROW_DELTA[motion], _COL_DELTA[motion]
                 base = state * num_symbols
-                taken = steps[lane]
+                step_count = steps[lane]
                 target = targets[lane]
-                while taken < target and sweep[base + cells[offset + i * width + j]] == 1 + motion:
-                    taken += 1
+                while step_count < target and sweep[base + cells[offset + i * width + j]] == 1 + motion:
+                    step_count += 1
                     i += row_step
                     j += col_step
                     if i < 0 or j < 0 or i >= height or j >= width:
                         break
-                total += taken - steps[lane]
-                steps[lane] = taken
+                total += step_count - steps[lane]
+                steps[lane] = step_count
             rows[lane] = i
             cols[lane] = j
             if i < 0 or j < 0 or i >= height or j >= width:

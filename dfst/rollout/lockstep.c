@@ -125,7 +125,7 @@ static inline __attribute__((always_inline)) int NAME##_group(                  
     }                                                                                                     \
     /* Bit k of nonzero[g] is set when h[k] of lane g is not zero.  A product W[x][k] * h[k] with h[k]    \
        zero only adds a signed zero to the score, so skipping it changes at most the sign of a zero       \
-       score, never a comparison, while one-hot hidden states (oracle DFSTs, extracted automata) need     \
+       score and never a comparison.  One-hot hidden states (oracle DFSTs, extracted automata) then need  \
        one row instead of d.  Dense states take the interleaved loop over every k. */                     \
     uint64_t nonzero[GROUP][MAX_WORDS];                                                                   \
     int dense = 1;                                                                                        \
