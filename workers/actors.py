@@ -55,7 +55,7 @@ def _load_weights(model: str) -> tuple[DFSTWeights, dict]:
 # 0.07 s of CPU time.  Local instances that dfst starts pass this to ray.init(_system_config=...).
 LOCAL_RAY_SYSTEM_CONFIG = {"worker_niceness": 0}
 
-# Steps of the first slice of a chunk; later slices are sized by the measured rate to end near chunk_seconds.
+# Steps of the first slice of a chunk.  Later slices are sized by the measured rate to end near chunk_seconds.
 FIRST_SLICE_STEPS = 1_000_000
 
 
