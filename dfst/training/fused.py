@@ -21,17 +21,34 @@ import numpy as np
 
 @numba.njit(cache=True, fastmath=False)
 def loss_and_gradients(A, B, C, h0, observed, written, motions, lengths):
-    """Return (loss, dA, dB, dC, dh0) for a padded batch of traces."""
+    """Return (loss, dA, dB, dC, dh0) for a padded batch of traces.
+
+    Every inner loop runs over the output index, so LLVM vectorises it
+    without reordering a sum: each output still adds its terms one at a time
+    in increasing order of the summed index, as a plain dot product would.
+    """
     k, d, _ = A.shape
     num_motions = C.shape[1]
+    rows = d + k + num_motions
     batch, steps = observed.shape
     dtype = A.dtype
     dA = np.zeros_like(A)
     dB = np.zeros_like(B)
     dC = np.zeros_like(C)
     dh0 = np.zeros_like(h0)
+    # stacked[x, j] = column j of [A[x]; B[x]; C[x]]: one pass over j gives h_{t+1} and both scores
+    stacked = np.empty((k, d, rows), dtype=dtype)
+    for x in range(k):
+        for j in range(d):
+            for i in range(d):
+                stacked[x, j, i] = A[x, i, j]
+            for s in range(k):
+                stacked[x, j, d + s] = B[x, s, j]
+            for s in range(num_motions):
+                stacked[x, j, d + k + s] = C[x, s, j]
     hidden = np.zeros((steps + 1, d), dtype=dtype)
     emission_grad = np.zeros((steps, d), dtype=dtype)
+    scores = np.zeros(rows, dtype=dtype)
     gy = np.zeros(k, dtype=dtype)
     gm = np.zeros(num_motions, dtype=dtype)
     g = np.zeros(d, dtype=dtype)
@@ -51,51 +68,47 @@ def loss_and_gradients(A, B, C, h0, observed, written, motions, lengths):
         # forward: hidden states, loss, emission gradients, dB and dC
         for t in range(length):
             x = observed[n, t]
-            h = hidden[t]
+            for r in range(rows):
+                scores[r] = 0.0
+            for j in range(d):
+                hj = hidden[t, j]
+                for r in range(rows):
+                    scores[r] += stacked[x, j, r] * hj
             for i in range(d):
-                acc = dtype.type(0.0)
-                for j in range(d):
-                    acc += A[x, i, j] * h[j]
-                hidden[t + 1, i] = acc
+                hidden[t + 1, i] = scores[i]
             for s in range(k):
-                acc = dtype.type(0.0)
-                for j in range(d):
-                    acc += B[x, s, j] * h[j]
-                residual = acc - (dtype.type(1.0) if s == written[n, t] else dtype.type(0.0))
+                residual = scores[d + s] - (dtype.type(1.0) if s == written[n, t] else dtype.type(0.0))
                 loss += float(residual) * float(residual)
                 gy[s] = two_over_steps * residual
             for s in range(num_motions):
-                acc = dtype.type(0.0)
-                for j in range(d):
-                    acc += C[x, s, j] * h[j]
-                residual = acc - (dtype.type(1.0) if s == motions[n, t] else dtype.type(0.0))
+                residual = scores[d + k + s] - (dtype.type(1.0) if s == motions[n, t] else dtype.type(0.0))
                 loss += float(residual) * float(residual)
                 gm[s] = two_over_steps * residual
             for j in range(d):
-                acc = dtype.type(0.0)
-                for s in range(k):
-                    dB[x, s, j] += gy[s] * h[j]
-                    acc += B[x, s, j] * gy[s]
-                for s in range(num_motions):
-                    dC[x, s, j] += gm[s] * h[j]
-                    acc += C[x, s, j] * gm[s]
-                emission_grad[t, j] = acc
+                emission_grad[t, j] = 0.0
+            for s in range(k):
+                gs = gy[s]
+                for j in range(d):
+                    dB[x, s, j] += gs * hidden[t, j]
+                    emission_grad[t, j] += B[x, s, j] * gs
+            for s in range(num_motions):
+                gs = gm[s]
+                for j in range(d):
+                    dC[x, s, j] += gs * hidden[t, j]
+                    emission_grad[t, j] += C[x, s, j] * gs
 
         # backward through the recurrence
         for i in range(d):
             g_next[i] = 0.0
         for t in range(length - 1, -1, -1):
             x = observed[n, t]
-            h = hidden[t]
+            for j in range(d):
+                g[j] = emission_grad[t, j]
             for i in range(d):
                 gi = g_next[i]
                 for j in range(d):
-                    dA[x, i, j] += gi * h[j]
-            for j in range(d):
-                acc = emission_grad[t, j]
-                for i in range(d):
-                    acc += A[x, i, j] * g_next[i]
-                g[j] = acc
+                    dA[x, i, j] += gi * hidden[t, j]
+                    g[j] += A[x, i, j] * gi
             for j in range(d):
                 g_next[j] = g[j]
         for j in range(d):
