@@ -90,6 +90,25 @@ def test_numba_kernel_matches_native(task, noise, monkeypatch):
     assert np.array_equal(numba_state.cells, native_state.cells)
 
 
+# 15 lanes on one problem observe the same symbols each round (groups of 8, 4, 2 and 1 sharing W[x]);
+# the other lanes differ, so groups also mix symbols and lanes finish at different rounds
+@pytest.mark.parametrize("task", ["add2", "mult10"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_lockstep_groups_match_numba(task, dtype, monkeypatch):
+    if native.native_kernels() is None:
+        pytest.skip("no C compiler: only the numba kernel exists here")
+    weights = perturbed(oracle_weights(get_expert(task)), 1e-3, seed=11)
+    pairs = [problems(task)[4]] * 15 + problems(task)
+    states = [start_rollout(weights, task, a, b, dtype=dtype) for a, b in pairs]
+    native_states = advance_many(weights, states, 3000)
+    monkeypatch.setattr(native, "native_kernels", lambda: None)
+    numba_states = advance_many(weights, states, 3000)
+    for x, y in zip(native_states, numba_states, strict=True):
+        assert (x.status, x.steps, x.row, x.col) == (y.status, y.steps, y.row, y.col)
+        assert np.array_equal(x.hidden, y.hidden)
+        assert np.array_equal(x.cells, y.cells)
+
+
 def fused_rounding_weights(dtype: str) -> tuple[DFSTWeights, float]:
     """Return add2-shaped weights whose first h[0] is 2^-p when computed by fused multiply-adds, 0 otherwise.
 
