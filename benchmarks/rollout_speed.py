@@ -8,13 +8,17 @@ For each task the engine runs two models of the task's shape:
   the zero coordinates of the one-hot hidden state.
 - dense: the oracle with every weight perturbed by 1e-6 · N(0, 1), whose hidden
   state has no zero coordinate, so every step does all (d + K + 5)·d
-  multiply-adds.  It is run for a fixed number of steps, since it need not halt.
+  multiply-adds.  It runs for at most a fixed number of steps, since it need
+  not halt.
 
 Columns, in ns per step on one core (CPU time of this process, which other
 jobs on a shared machine disturb less than wall time): the table path on 16
 one-hot rollouts in lockstep; the native kernel on one one-hot rollout, on 16
-one-hot rollouts and on 16 dense rollouts; the numba kernel on 16 one-hot
-rollouts; and the PyTorch reference loop on a shorter one-hot rollout.  The arithmetic bound is (d + K + 5)·d
+one-hot rollouts, on 16 dense rollouts of repdigit pairs and on 16 dense
+rollouts of random pairs with as many digits; the numba kernel on 16 one-hot
+rollouts; and the PyTorch reference loop on a shorter one-hot rollout.
+Lanes that observe the same symbol share the loads of W[x], which happens
+less often on random pairs.  The arithmetic bound is (d + K + 5)·d
 multiply-adds divided by the core's peak float32 FMA rate, measured in this
 run by ``fma_peak.c`` (built with ``$CC``, default ``cc``); the bound at the
 nominal 32 FMAs per cycle and the ``/proc/cpuinfo`` clock is printed too.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import subprocess
 import tempfile
 import time
@@ -35,7 +40,7 @@ import numpy as np
 import torch
 
 from dfst import get_expert, oracle_weights
-from dfst.data import repdigit
+from dfst.data import random_operand, repdigit
 from dfst.experts import TASKS
 from dfst.rollout import advance_many, engine, kernel_name, start_rollout
 from dfst.rollout import native as native_module
@@ -83,6 +88,15 @@ def repdigit_states(weights, task: str, digits: int, lanes: int) -> list:
     return states
 
 
+def random_states(weights, task: str, digits: int, lanes: int, seed: int = 0) -> list:
+    """Return start states of ``lanes`` random pairs of exactly ``digits`` digits."""
+    radix = get_expert(task).alphabet.radix
+    rng = random.Random(seed)
+    pairs = [(random_operand(rng, digits, radix, exact=True), random_operand(rng, digits, radix, exact=True))
+             for _ in range(lanes)]
+    return [start_rollout(weights, task, a, b, step_budget=10**12) for a, b in pairs]
+
+
 def lockstep_ns_per_step(weights, task: str, digits: int, lanes: int) -> tuple[float, float]:
     """Return (CPU ns, wall ns) per step of ``lanes`` repdigit rollouts advanced together to their end."""
     states = repdigit_states(weights, task, digits, lanes)
@@ -96,9 +110,14 @@ def lockstep_ns_per_step(weights, task: str, digits: int, lanes: int) -> tuple[f
     return cpu / steps * 1e9, wall / steps * 1e9
 
 
-def dense_ns_per_step(weights, task: str, digits: int, lanes: int, steps: int) -> float:
-    """Return CPU ns per step of ``lanes`` rollouts with no zero hidden coordinate, for ``steps`` steps in all."""
-    states = advance_many(weights, repdigit_states(weights, task, digits, lanes), 1000)
+def dense_ns_per_step(weights, task: str, digits: int, lanes: int, steps: int, random_pairs: bool = False) -> float:
+    """Return CPU ns per step of ``lanes`` rollouts with no zero hidden coordinate, for ``steps`` steps in all.
+
+    The lanes start on repdigit pairs, or on random pairs with ``random_pairs``, whose lanes observe the
+    same symbol less often, so fewer of them share the loads of W[x].
+    """
+    starts = (random_states if random_pairs else repdigit_states)(weights, task, digits, lanes)
+    states = advance_many(weights, starts, 1000)
     started = time.process_time()
     advanced = advance_many(weights, states, steps // lanes)
     cpu = time.process_time() - started
@@ -129,7 +148,9 @@ def measure(task: str, digits: int, reference_digits: int, fmas_per_ns: float, c
     try:
         single, _ = lockstep_ns_per_step(one_hot, task, digits, 1)
         lockstep, lockstep_wall = lockstep_ns_per_step(one_hot, task, digits, LANES)
-        dense_lockstep = dense_ns_per_step(dense, task, digits, LANES, DENSE_STEPS.get(task, DEFAULT_DENSE_STEPS))
+        dense_steps = DENSE_STEPS.get(task, DEFAULT_DENSE_STEPS)
+        dense_lockstep = dense_ns_per_step(dense, task, digits, LANES, dense_steps)
+        dense_random = dense_ns_per_step(dense, task, digits, LANES, dense_steps, random_pairs=True)
         kernels = native_module.native_kernels
         native_module.native_kernels = lambda: None
         try:
@@ -144,9 +165,10 @@ def measure(task: str, digits: int, reference_digits: int, fmas_per_ns: float, c
     bound = fmas / fmas_per_ns
     nominal_bound = fmas / NOMINAL_FMAS_PER_CYCLE / clock * 1e9
     print(f"{task} | {k} | {d} | {table:.1f} | {single:.1f} | {lockstep:.1f} | {lockstep_wall:.1f} | "
-          f"{dense_lockstep:.1f} | {numba_lockstep:.1f} | {reference:.0f} | {reference / table:.0f}x | "
-          f"{reference / lockstep:.0f}x | {reference / dense_lockstep:.0f}x | "
-          f"{bound:.1f} | {dense_lockstep / bound:.1f}x | {nominal_bound:.1f} | {dense_lockstep / nominal_bound:.1f}x",
+          f"{dense_lockstep:.1f} | {dense_random:.1f} | {numba_lockstep:.1f} | {reference:.0f} | "
+          f"{reference / table:.0f}x | {reference / lockstep:.0f}x | {reference / dense_lockstep:.0f}x | "
+          f"{bound:.1f} | {dense_lockstep / bound:.1f}x | {dense_random / bound:.1f}x | {nominal_bound:.1f} | "
+          f"{dense_lockstep / nominal_bound:.1f}x",
           flush=True)
 
 
@@ -165,8 +187,8 @@ def main() -> None:
           f"load average {os.getloadavg()}")
     print("ns/step per core")
     print("task | K | d | table 16 lanes | one-hot 1 lane | one-hot 16 lanes | (wall) | dense 16 lanes | "
-          "numba one-hot 16 lanes | reference | ref/table | ref/one-hot | ref/dense | bound | dense/bound | "
-          "nominal bound | dense/nominal bound")
+          "dense 16 random lanes | numba one-hot 16 lanes | reference | ref/table | ref/one-hot | ref/dense | "
+          "bound | dense/bound | dense random/bound | nominal bound | dense/nominal bound")
     for task in args.tasks:
         measure(task, args.digits, args.reference_digits, fmas_per_ns, clock)
 
