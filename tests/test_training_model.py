@@ -109,3 +109,59 @@ def test_oracle_has_zero_loss(task):
     loss, *gradients = fused_loss_and_gradients(arrays, _batch(task))
     assert loss == 0.0
     assert all(not g.any() for g in gradients)
+
+
+def _sequential_gradients(A, B, C, h0, batch):
+    """Return (dA, dB, dC, dh0) by plain dot products, each sum term by term in increasing index order."""
+    real = A.dtype.type
+    k, d, _ = A.shape
+    motions = C.shape[1]
+    dA, dB, dC, dh0 = (np.zeros_like(a) for a in (A, B, C, h0))
+    two_over_steps = real(2.0) / real(int(batch.lengths.sum()))
+    for n, length in enumerate(batch.lengths):
+        hidden, emission = [h0.copy()], []
+        for t in range(length):
+            x, h = batch.observed[n, t], hidden[-1]
+            nxt = np.zeros(d, dtype=A.dtype)
+            for i in range(d):
+                for j in range(d):
+                    nxt[i] = real(nxt[i] + real(A[x, i, j] * h[j]))
+            gy = np.zeros(k, dtype=A.dtype)
+            gm = np.zeros(motions, dtype=A.dtype)
+            for rows, out, target, grad in ((B, gy, batch.written[n, t], dB), (C, gm, batch.motions[n, t], dC)):
+                for s in range(len(out)):
+                    score = real(0.0)
+                    for j in range(d):
+                        score = real(score + real(rows[x, s, j] * h[j]))
+                    out[s] = real(two_over_steps * real(score - real(s == target)))
+                    for j in range(d):
+                        grad[x, s, j] = real(grad[x, s, j] + real(out[s] * h[j]))
+            e = np.zeros(d, dtype=A.dtype)
+            for j in range(d):
+                for s in range(k):
+                    e[j] = real(e[j] + real(B[x, s, j] * gy[s]))
+                for s in range(motions):
+                    e[j] = real(e[j] + real(C[x, s, j] * gm[s]))
+            hidden.append(nxt)
+            emission.append(e)
+        g_next = np.zeros(d, dtype=A.dtype)
+        for t in range(length - 1, -1, -1):
+            x, h = batch.observed[n, t], hidden[t]
+            g = emission[t].copy()
+            for i in range(d):
+                for j in range(d):
+                    dA[x, i, j] = real(dA[x, i, j] + real(g_next[i] * h[j]))
+                    g[j] = real(g[j] + real(A[x, i, j] * g_next[i]))
+            g_next = g
+        dh0 += g_next
+    return dA, dB, dC, dh0
+
+
+def test_fused_gradients_equal_sequential_sums_bitwise():
+    # the fused loops are ordered for vectorisation, yet every sum keeps the order of a plain dot product
+    model = _perturbed("add2", torch.float32, seed=4)
+    batch = pad_traces(build_dataset("add2", [(5, 3), (2, 7)]))
+    arrays = [getattr(model, n).detach().numpy() for n in ("A", "B", "C", "h0")]
+    _, *fused = fused_loss_and_gradients(arrays, batch)
+    for name, got, expected in zip("A B C h0".split(), fused, _sequential_gradients(*arrays, batch), strict=True):
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32)), name
