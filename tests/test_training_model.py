@@ -122,10 +122,10 @@ def _sequential_gradients(A, B, C, h0, batch):
         hidden, emission = [h0.copy()], []
         for t in range(length):
             x, h = batch.observed[n, t], hidden[-1]
-            nxt = np.zeros(d, dtype=A.dtype)
+            next_hidden = np.zeros(d, dtype=A.dtype)
             for i in range(d):
                 for j in range(d):
-                    nxt[i] = real(nxt[i] + real(A[x, i, j] * h[j]))
+                    next_hidden[i] = real(next_hidden[i] + real(A[x, i, j] * h[j]))
             gy = np.zeros(k, dtype=A.dtype)
             gm = np.zeros(motions, dtype=A.dtype)
             for rows, out, target, grad in ((B, gy, batch.written[n, t], dB), (C, gm, batch.motions[n, t], dC)):
@@ -142,7 +142,7 @@ def _sequential_gradients(A, B, C, h0, batch):
                     e[j] = real(e[j] + real(B[x, s, j] * gy[s]))
                 for s in range(motions):
                     e[j] = real(e[j] + real(C[x, s, j] * gm[s]))
-            hidden.append(nxt)
+            hidden.append(next_hidden)
             emission.append(e)
         g_next = np.zeros(d, dtype=A.dtype)
         for t in range(length - 1, -1, -1):
@@ -157,7 +157,7 @@ def _sequential_gradients(A, B, C, h0, batch):
     return dA, dB, dC, dh0
 
 
-def test_fused_gradients_equal_sequential_sums_bitwise():
+def test_fused_gradients_bitwise_sequential():
     # the fused loops are ordered for vectorisation, yet every sum keeps the order of a plain dot product
     model = _perturbed("add2", torch.float32, seed=4)
     batch = pad_traces(build_dataset("add2", [(5, 3), (2, 7)]))
