@@ -17,10 +17,11 @@
  *
  * Each round gives every active lane one step.  The round orders its lanes
  * by observed symbol and steps them in groups of up to GROUP lanes with the
- * same symbol, so one load of a row of W[x] serves the whole group: mult10's
- * W[x] (41 KB) does not fit in the L1 cache, and one load per multiply-add
- * would leave the core waiting on loads.  Each score of a lane is the same
- * sequence of roundings whatever its group, so grouping never changes results.
+ * same symbol, so one load of a row of W[x] serves the whole group.  This
+ * matters because mult10's W[x] (41 KB) does not fit in the L1 cache, and one
+ * load per multiply-add would leave the core waiting on loads.  Each score of
+ * a lane is the same sequence of roundings whatever its group, so grouping
+ * never changes results.
  */
 #include <stdint.h>
 #if defined(__AVX512F__)
@@ -75,7 +76,7 @@ static inline vec fused(vec a, vec b, vec c) {
 #endif
 }
 
-/* A vector with every element x.  With AVX-512 this is one broadcast load; the portable 0 + x would
+/* A vector with every element *x.  With AVX-512 this is one broadcast load.  The portable 0 + x would
    take an addition and a shuffle on the vector ports that the multiply-adds need. */
 static inline vec splat(const real *x) {
 #if defined(__AVX512F__) && LOCKSTEP_FLOAT64
@@ -335,9 +336,9 @@ static inline __attribute__((always_inline)) int step_group(
 }
 
 /* Run every lane with status RUNNING until it halts, turns non-finite, reaches targets[lane] steps or
-   leaves its window; return the steps taken, or -1 when R or K does not match this build.  active
-   holds 5 * lanes scratch entries.  When a lane leaves its window the call returns after that group,
-   so the caller grows the window; the other lanes resume on the next call. */
+   leaves its window.  Return the steps taken, or -1 when R or K does not match this build.  active
+   holds 5 * lanes scratch entries.  When a lane leaves its window, the call returns after that group
+   so that the caller grows the window, and the other lanes resume on the next call. */
 int64_t LOCKSTEP(const real *W, int64_t num_symbols, int64_t d, int64_t r, int64_t num_lanes, real *hidden,
                  int8_t *cells, const int64_t *offsets, const int64_t *widths, const int64_t *heights,
                  int64_t *rows, int64_t *cols, int64_t *steps, const int64_t *targets, int64_t *status,
@@ -357,8 +358,8 @@ int64_t LOCKSTEP(const real *W, int64_t num_symbols, int64_t d, int64_t r, int64
     }
     const lanes_t lanes = {W, num_symbols, d, r, hidden, cells, offsets, widths, heights,
                            rows, cols, steps, targets, status, position, dense};
-    /* A round steps its lanes in current, or sorted into next, and keeps the lanes that continue at the
-       front of the array it read; a sorted round then swaps the two. */
+    /* A round steps the lanes in current, or sorted into next.  It keeps the lanes that continue at the
+       front of the array it read, so a sorted round then swaps the two. */
     int64_t *current = active, *next = active + num_lanes;
     int64_t count = 0;
     for (int64_t lane = 0; lane < num_lanes; lane++)
@@ -404,7 +405,13 @@ int64_t LOCKSTEP(const real *W, int64_t num_symbols, int64_t d, int64_t r, int64
             while (start < end[s] && !growth) {
                 /* kept never overtakes start, so the kept lanes overwrite only lanes already stepped */
                 int64_t left = end[s] - start;
-                int group = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+                int group = 1;
+                if (left >= 8)
+                    group = 8;
+                else if (left >= 4)
+                    group = 4;
+                else if (left >= 2)
+                    group = 2;
                 if (group == 8)
                     growth = step_group(&lanes, order + start, 8, order, &kept, &total, &dense);
                 else if (group == 4)
