@@ -12,7 +12,15 @@ from dfst.experts import get_expert
 from dfst.oracle import oracle_weights
 from dfst.rollout import run_rollout
 from dfst.training import TrainConfig, train
-from dfst.training.extract import agrees_on_traces, extract_automaton, extract_run, leader_clusters
+from dfst.training.extract import (
+    COARSE_RADII,
+    MAX_CLUSTERS,
+    _cluster,
+    agrees_on_traces,
+    extract_automaton,
+    extract_run,
+    leader_clusters,
+)
 from dfst.training.loop import training_pairs
 from dfst.weights import DFSTWeights
 
@@ -69,6 +77,30 @@ def test_leader_clusters_radius():
     labels, leaders = leader_clusters(points, 0.1)
     assert labels.tolist() == [0, 0, 1, 1, 2]
     assert leaders.shape == (3, 2)
+
+
+def test_leader_clusters_stop_past_limit():
+    points = np.arange(20, dtype=np.float64).reshape(10, 2)
+    labels, leaders = leader_clusters(points, 0.1, 3)
+    assert len(leaders) == 4
+    assert labels[:4].tolist() == [0, 1, 2, 3]
+    assert (labels[4:] == -1).all()
+
+
+def test_spread_states_take_coarse_radius():
+    # three states whose hidden vectors spread over about 3% of their norm: every radius of RELATIVE_RADII
+    # gives more than MAX_CLUSTERS clusters, and the coarsest of COARSE_RADII separates the states
+    rng = np.random.default_rng(0)
+    states = np.arange(3 * MAX_CLUSTERS) % 3
+    hidden = 4 * np.eye(20)[states] + rng.normal(0, 0.03, size=(len(states), 20))
+    observed = np.zeros(len(states), dtype=np.int64)
+    successor = np.append(np.arange(1, len(states)), -1)
+    moved = np.zeros(len(states), dtype=np.int64)
+    scale = float(np.median(np.linalg.norm(hidden, axis=1)))
+    labels, num_clusters, _, _, radius = _cluster(hidden, observed, successor, states, moved, scale)
+    assert num_clusters == 3
+    assert radius == COARSE_RADII[0] * scale
+    assert len(set(zip(labels.tolist(), states.tolist(), strict=True))) == 3
 
 
 @pytest.mark.slow

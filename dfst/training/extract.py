@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 # Clustering radii tried in turn, relative to the median hidden-vector norm: 1e-2 down to 1e-6.
 RELATIVE_RADII = tuple(10.0 ** (-e / 2) for e in range(4, 13))
+# Coarser radii, tried in turn when the first of RELATIVE_RADII already gives more than MAX_CLUSTERS
+# clusters, because finer radii only give more.  Trained mult10 models spread each state over a few
+# percent of the norm, so they need one of these.
+COARSE_RADII = (10.0**-0.5, 10.0**-1, 10.0**-1.5)
 
 
 # Most clusters accepted before greedy merging; more means the hidden vectors do not form a finite set.
@@ -80,16 +84,20 @@ def teacher_forced_states(weights: DFSTWeights, traces: list[Trace]):
 
 
 @numba.njit(cache=True)
-def leader_clusters(points: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+def leader_clusters(points: np.ndarray, radius: float, max_leaders: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Assign each point to the nearest leader within ``radius``, else make it a new leader.
 
-    Returns (labels (S,), leaders (L, d)).
+    Returns (labels (S,), leaders (L, d)).  With ``max_leaders`` ≥ 0 the scan
+    stops once there are more leaders than that, since each point is compared
+    with every leader: the labels of the points not reached are then -1.
     """
     count, d = points.shape
     leaders = np.empty_like(points)
-    labels = np.empty(count, dtype=np.int64)
+    labels = np.full(count, -1, dtype=np.int64)
     num_leaders = 0
     for index in range(count):
+        if 0 <= max_leaders < num_leaders:
+            break
         nearest = -1
         nearest_distance = np.inf
         for leader in range(num_leaders):
@@ -153,6 +161,14 @@ class _Partition:
             if not merged:
                 return parent
 
+    def class_outputs(self, parent: np.ndarray) -> dict[int, dict[int, tuple[int, int]]]:
+        """Return, for each class root of a folded ``parent``, its (write, move) output per seen symbol."""
+        outputs: dict[int, dict[int, tuple[int, int]]] = {root: {} for root in {self.find(parent, c) for c in
+                                                                             range(len(parent))}}
+        for (cluster, symbol), values in self.outputs.items():
+            outputs[self.find(parent, cluster)][symbol] = next(iter(values))
+        return outputs
+
     def merge(self, parent: np.ndarray, a: int, b: int) -> np.ndarray | None:
         trial = parent.copy()
         trial[self.find(trial, b)] = self.find(trial, a)
@@ -175,6 +191,45 @@ def _quotient(partition: _Partition, parent: np.ndarray, num_symbols: int):
     return cluster_class, next_table, write_table, move_table
 
 
+def _cluster(hidden, observed, successor, written, moved, scale):
+    """Return (labels, clusters, partition, folded parent, radius) at the first deterministic radius.
+
+    RELATIVE_RADII are tried from coarse to fine.  If the first of them
+    already gives more than MAX_CLUSTERS clusters, COARSE_RADII are tried
+    instead, also from coarse to fine.
+    """
+    for radii in (RELATIVE_RADII, COARSE_RADII):
+        for relative in radii:
+            radius = relative * scale
+            labels, leaders = leader_clusters(hidden, radius, MAX_CLUSTERS)
+            num_clusters = len(leaders)
+            if num_clusters > MAX_CLUSTERS:
+                break
+            partition = _Partition(labels, observed, successor, written, moved, num_clusters)
+            parent = partition.fold(np.arange(num_clusters))
+            logger.info("radius %.2e: %d clusters, %s", radius, num_clusters,
+                        "deterministic after folding" if parent is not None else "not deterministic")
+            if parent is not None:
+                return labels, num_clusters, partition, parent, radius
+        else:
+            raise ExtractionError(
+                f"no clustering radius from {radii[0]:.1e} down to {radii[-1]:.1e} x the median norm gives a "
+                "deterministic automaton; the model does not act as a finite-state machine on its training inputs"
+            )
+        if radii is COARSE_RADII or relative != radii[0]:
+            break
+        logger.info("more than %d clusters at radius %.2e; trying coarser radii", MAX_CLUSTERS, radius)
+    raise ExtractionError(
+        f"the hidden vectors form more than {MAX_CLUSTERS} clusters at radius {radius:.2e}; "
+        "the model does not act as a finite-state machine on its training inputs"
+    )
+
+
+def _conflict(first: dict[int, tuple[int, int]], second: dict[int, tuple[int, int]]) -> bool:
+    """Return True if two classes choose different (write, move) outputs on a symbol both have seen."""
+    return any(second.get(symbol, output) != output for symbol, output in first.items())
+
+
 def extract_automaton(weights: DFSTWeights, traces: list[Trace]) -> Extraction:
     """Extract a one-hot DFST from trained ``weights`` using the training ``traces``' inputs.
 
@@ -188,24 +243,9 @@ def extract_automaton(weights: DFSTWeights, traces: list[Trace]) -> Extraction:
     scale = float(np.median(np.linalg.norm(hidden, axis=1)))
     k = weights.num_symbols
 
-    for relative in RELATIVE_RADII:
-        radius = relative * scale
-        labels, _ = leader_clusters(hidden, radius)
-        num_clusters = int(labels.max()) + 1
-        if num_clusters > MAX_CLUSTERS:
-            raise ExtractionError(
-                f"the hidden vectors form {num_clusters} clusters at radius {radius:.2e}, more than "
-                f"{MAX_CLUSTERS}; the model does not act as a finite-state machine on its training inputs"
-            )
-        partition = _Partition(labels, observed, successor, written, moved, num_clusters)
-        parent = partition.fold(np.arange(num_clusters))
-        if parent is not None:
-            break
-    else:
-        raise ExtractionError(
-            f"no clustering radius down to {RELATIVE_RADII[-1]:.1e} x the median norm gives a deterministic "
-            "automaton; the model does not act as a finite-state machine on its training inputs"
-        )
+    labels, num_clusters, partition, parent, radius = _cluster(
+        hidden, observed, successor, written, moved, scale
+    )
 
     # greedy merging of the closest cluster pairs that stay consistent
     cluster_centroids = np.stack([hidden[labels == c].mean(axis=0) for c in range(num_clusters)])
@@ -213,13 +253,16 @@ def extract_automaton(weights: DFSTWeights, traces: list[Trace]) -> Extraction:
     gram = cluster_centroids @ cluster_centroids.T
     distances = np.sqrt(np.maximum(squared_norms[:, None] + squared_norms[None, :] - 2 * gram, 0.0))
     first, second = np.triu_indices(num_clusters, 1)
+    class_outputs = partition.class_outputs(parent)
     for pair in np.argsort(distances[first, second], kind="stable"):
-        a, b = int(first[pair]), int(second[pair])
-        if partition.find(parent, a) == partition.find(parent, b):
+        a, b = partition.find(parent, int(first[pair])), partition.find(parent, int(second[pair]))
+        if a == b or _conflict(class_outputs[a], class_outputs[b]):
+            # fold would reject this merge at its first check, so skipping it changes nothing
             continue
         merged = partition.merge(parent, a, b)
         if merged is not None:
             parent = merged
+            class_outputs = partition.class_outputs(parent)
 
     cluster_class, next_table, write_table, move_table = _quotient(partition, parent, k)
     labels = cluster_class[labels]
