@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dfst import registry
 from dfst.checkpoint import CheckpointError, save_checkpoint
 from dfst.experts import get_expert
 from dfst.oracle import oracle_weights
@@ -34,7 +35,7 @@ def test_oracle_builtin_loads(task):
     assert metadata["path"] is None
 
 
-@pytest.mark.parametrize("task", ["add2", "add10", "mult2"])
+@pytest.mark.parametrize("task", ["add2", "add10", "mult2", "mult10"])
 def test_shipped_model_is_default_and_correct(task):
     assert default_model_name(task) == task
     weights, metadata = load_model(task)
@@ -52,7 +53,8 @@ def test_shipped_files_have_model_cards():
         assert checkpoint.with_suffix(".md").is_file()
 
 
-def test_default_for_unshipped_task_raises():
+def test_default_for_unshipped_task_raises(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "SHIPPED_DIR", tmp_path)
     with pytest.raises(ModelNotFoundError, match="no shipped model"):
         default_model_name("mult10")
 
