@@ -11,12 +11,13 @@ For each task the engine runs two models of the task's shape:
   multiply-adds.  It runs for at most a fixed number of steps, since it need
   not halt.
 
-Columns, in ns per step on one core (CPU time of this process, which other
-jobs on a shared machine disturb less than wall time): the table path on 16
-one-hot rollouts in lockstep; the native kernel on one one-hot rollout, on 16
-one-hot rollouts, on 16 dense rollouts of repdigit pairs and on 16 dense
-rollouts of random pairs with as many digits; the numba kernel on 16 one-hot
-rollouts; and the PyTorch reference loop on a shorter one-hot rollout.
+Columns are in ns per step on one core (CPU time of this process, which other
+jobs on a shared machine disturb less than wall time).  They time the table
+path on 16 one-hot rollouts in lockstep and the native kernel on one one-hot
+rollout and on 16 one-hot rollouts.  Then the native kernel on 16 dense
+rollouts of repdigit pairs and on 16 dense rollouts of random pairs with as
+many digits, the numba kernel on 16 one-hot rollouts, and the PyTorch
+reference loop on a shorter one-hot rollout.
 Lanes that observe the same symbol share the loads of W[x], which happens
 less often on random pairs.  The arithmetic bound is (d + K + 5)·d
 multiply-adds divided by the core's peak float32 FMA rate, measured in this

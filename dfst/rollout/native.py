@@ -114,7 +114,7 @@ def native_kernels() -> NativeKernels | None:
     if os.environ.get("DFST_KERNEL", "native") == "numba":
         return None
     kernels = NativeKernels(os.environ.get("CC", "cc"))
-    # a probe build, so that kernel_name() tells whether a working compiler exists
+    # a probe build, so that kernel_name() reports whether a working compiler exists
     if kernels.get("float32", 1) is None:
         return None
     return kernels
