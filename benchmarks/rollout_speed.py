@@ -114,8 +114,8 @@ def lockstep_ns_per_step(weights, task: str, digits: int, lanes: int) -> tuple[f
 def dense_ns_per_step(weights, task: str, digits: int, lanes: int, steps: int, random_pairs: bool = False) -> float:
     """Return CPU ns per step of ``lanes`` rollouts with no zero hidden coordinate, for ``steps`` steps in all.
 
-    The lanes start on repdigit pairs, or on random pairs with ``random_pairs``, whose lanes observe the
-    same symbol less often, so fewer of them share the loads of W[x].
+    The lanes start on repdigit pairs, or on random pairs with ``random_pairs``.  Lanes of random pairs
+    observe the same symbol less often, so fewer of them share the loads of W[x].
     """
     starts = (random_states if random_pairs else repdigit_states)(weights, task, digits, lanes)
     states = advance_many(weights, starts, 1000)

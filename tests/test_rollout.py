@@ -90,8 +90,8 @@ def test_numba_kernel_matches_native(task, noise, monkeypatch):
     assert np.array_equal(numba_state.cells, native_state.cells)
 
 
-# 15 lanes on one problem observe the same symbols each round (groups of 8, 4, 2 and 1 sharing W[x]);
-# the other lanes differ, so groups also mix symbols and lanes finish at different rounds
+# 15 lanes on one problem observe the same symbols each round, so they form groups of 8, 4, 2 and 1
+# that share W[x].  The other lanes differ, so groups also mix symbols and lanes finish at different rounds.
 @pytest.mark.parametrize("task", ["add2", "mult10"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_lockstep_groups_match_numba(task, dtype, monkeypatch):

@@ -88,8 +88,8 @@ def test_leader_clusters_stop_past_limit():
 
 
 def test_spread_states_take_coarse_radius():
-    # three states whose hidden vectors spread over about 3% of their norm: every radius of RELATIVE_RADII
-    # gives more than MAX_CLUSTERS clusters, and the coarsest of COARSE_RADII separates the states
+    # Three states whose hidden vectors spread over about 3% of their norm.  The first radius of RELATIVE_RADII
+    # gives more than MAX_CLUSTERS clusters, and the coarsest of COARSE_RADII separates the states.
     rng = np.random.default_rng(0)
     states = np.arange(3 * MAX_CLUSTERS) % 3
     hidden = 4 * np.eye(20)[states] + rng.normal(0, 0.03, size=(len(states), 20))

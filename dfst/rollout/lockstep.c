@@ -38,13 +38,13 @@
 #define NEEDS_GROWTH 3
 #define STAY 4
 #define VECTORS LOCKSTEP_VECTORS
-/* most lanes stepped together; a group keeps GROUP * chunk accumulators, chunk vectors per lane */
+/* Largest group of lanes stepped together.  A group keeps GROUP * chunk accumulators, chunk vectors per lane. */
 #define GROUP 8
-/* accumulators a group keeps in the 32 vector registers, leaving room for the rows and h[k] */
+/* Accumulators a group keeps in the 32 vector registers, leaving room for the rows and h[k]. */
 #define ACCUMULATORS 24
-/* 64-bit words of a lane's nonzero mask: d < R <= 16 vectors of at most 16 values */
+/* 64-bit words of a lane's nonzero mask, enough for d < R <= 16 vectors of at most 16 values. */
 #define MAX_WORDS 4
-/* symbols a cell can hold: cells are int8 and never negative */
+/* Largest alphabet, because cells are int8 and never negative. */
 #define MAX_SYMBOLS 128
 
 #if LOCKSTEP_FLOAT64
@@ -58,7 +58,7 @@ typedef float real;
 #define LOCKSTEP lockstep_float32
 typedef float vec __attribute__((vector_size(64)));
 #endif
-/* the same vector at the alignment of one element: rows of W need not start on a 64-byte boundary */
+/* The same vector at the alignment of one element, because rows of W need not start on a 64-byte boundary. */
 typedef real row_vec __attribute__((vector_size(64), aligned(sizeof(real))));
 
 static const int64_t ROW_DELTA[5] = {-1, 1, 0, 0, 0};
@@ -99,7 +99,7 @@ static inline void store_head(real *target, vec v, int64_t count) {
 #endif
 }
 
-/* 1 when none of the first count (1 to WIDTH) elements of v is zero; NaN counts as not zero */
+/* Return 1 when none of the first count (1 to WIDTH) elements of v is zero.  NaN counts as not zero. */
 static inline int64_t no_zero_head(vec v, int64_t count) {
 #if defined(__AVX512F__) && LOCKSTEP_FLOAT64
     return _mm512_mask_cmp_pd_mask((__mmask8)((1u << count) - 1), (__m512d)v, _mm512_setzero_pd(), _CMP_EQ_OQ) == 0;
@@ -133,7 +133,7 @@ static inline uint64_t nonzero(const real *values, int64_t count) {
     return bits;
 }
 
-/* Index of the maximum as numpy.argmax: the first maximum wins ties, and the first NaN wins outright. */
+/* Return the index of the maximum as numpy.argmax does: the first maximum wins ties, the first NaN wins. */
 static int64_t argmax(const real *scores, int64_t count) {
     real best = scores[0];
     if (best != best) return 0;
@@ -156,7 +156,7 @@ typedef union {
     real values[VECTORS * WIDTH];
 } scores_t;
 
-/* Index of the maximum of count scores that contain no NaN; the first maximum wins ties. */
+/* Return the index of the maximum of count scores that contain no NaN.  The first maximum wins ties. */
 static inline __attribute__((always_inline)) int64_t argmax_finite(const real *scores, int64_t count) {
     real best = scores[0];
     int64_t index = 0;
@@ -169,7 +169,7 @@ static inline __attribute__((always_inline)) int64_t argmax_finite(const real *s
     return index;
 }
 
-/* 1 when every element of v is finite */
+/* Return 1 when every element of v is finite. */
 static inline int all_finite(vec v) {
 #if defined(__AVX512F__) && LOCKSTEP_FLOAT64
     return _mm512_cmp_pd_mask((__m512d)(v - v), _mm512_setzero_pd(), _CMP_NEQ_UQ) == 0;
@@ -193,11 +193,11 @@ typedef struct {
     const int64_t *targets;
     int64_t *status;
     int64_t *position;  /* flat index into cells of each lane's cell */
-    int64_t *dense;  /* 1 where no coordinate of the lane's h is zero */
+    int64_t *dense;  /* 1 for each lane whose h has no zero coordinate */
 } lanes_t;
 
-/* Multiply-adds of every k, for dense hidden states.  With shared set, every lane of the group reads
-   matrix[0], and each row vector is loaded once for the group. */
+/* Compute the scores of a group with dense hidden states, by multiply-adds over every k.  With shared
+   set, every lane of the group reads matrix[0], so each row vector is loaded once for the group. */
 static inline __attribute__((always_inline)) void dense_scores(
         const lanes_t *lanes, const int64_t *lane_of, const real *const *matrix, scores_t *acc,
         const int group, const int shared) {
@@ -231,11 +231,11 @@ static inline __attribute__((always_inline)) void dense_scores(
     }
 }
 
-/* Step the lanes lane_of[0 .. group-1] once.  Lanes that may continue go to kept[(*count_kept)++];
-   set *any_dense when the group took the dense path; return 1 if a lane left its window. */
+/* Step the lanes lane_of[0 .. group-1] once and append the lanes that may continue to continuing.
+   Set *any_dense when the group took the dense path.  Return 1 if a lane left its window. */
 static inline __attribute__((always_inline)) int step_group(
-        const lanes_t *lanes, const int64_t *lane_of, const int group, int64_t *kept, int64_t *count_kept,
-        int64_t *total, int *any_dense) {
+        const lanes_t *lanes, const int64_t *lane_of, const int group, int64_t *continuing,
+        int64_t *continuing_count, int64_t *total, int *any_dense) {
     const int64_t d = lanes->d, r = lanes->r, num_symbols = lanes->num_symbols;
     scores_t acc[GROUP];
     int64_t position[GROUP];
@@ -248,10 +248,11 @@ static inline __attribute__((always_inline)) int step_group(
         matrix[g] = lanes->W + (int64_t)lanes->cells[position[g]] * d * r;
         shared &= matrix[g] == matrix[0];
     }
-    /* Bit k of nonzero[g] is set when h[k] of lane g is not zero.  A product W[x][k] * h[k] with h[k]
-       zero only adds a signed zero to the score, so skipping it changes at most the sign of a zero
-       score and never a comparison.  One-hot hidden states (oracle DFSTs, extracted automata) then need
-       one row instead of d.  Dense states take the loop over every k. */
+    /* Dense groups (no lane's h has a zero coordinate, as the last step recorded) take the loop over
+       every k.  Otherwise bit k of nonzero_bits[g] is set when h[k] of lane g is not zero.  A product
+       W[x][k] * h[k] with h[k] zero only adds a signed zero to the score, so skipping it changes at most
+       the sign of a zero score and never a comparison.  One-hot hidden states (oracle DFSTs, extracted
+       automata) then need one row instead of d. */
     int dense = 1;
     for (int g = 0; g < group; g++) dense &= (int)lanes->dense[lane_of[g]];
     uint64_t nonzero_bits[GROUP][MAX_WORDS];
@@ -265,13 +266,13 @@ static inline __attribute__((always_inline)) int step_group(
         }
     }
     *any_dense |= dense;
-    for (int g = 0; g < group; g++)
-        for (int v = 0; v < VECTORS; v++) acc[g].vectors[v] = (vec){0};
     if (dense && shared) {
         dense_scores(lanes, lane_of, matrix, acc, group, 1);
     } else if (dense) {
         dense_scores(lanes, lane_of, matrix, acc, group, 0);
     } else {
+        for (int g = 0; g < group; g++)
+            for (int v = 0; v < VECTORS; v++) acc[g].vectors[v] = (vec){0};
         for (int g = 0; g < group; g++) {
             const real *h = lanes->hidden + lane_of[g] * d;
             for (int64_t base = 0; base < d; base += 64) {
@@ -330,14 +331,14 @@ static inline __attribute__((always_inline)) int step_group(
             growth = 1;
             continue;
         }
-        if (lanes->steps[lane] < lanes->targets[lane]) kept[(*count_kept)++] = lane;
+        if (lanes->steps[lane] < lanes->targets[lane]) continuing[(*continuing_count)++] = lane;
     }
     return growth;
 }
 
 /* Run every lane with status RUNNING until it halts, turns non-finite, reaches targets[lane] steps or
    leaves its window.  Return the steps taken, or -1 when R or K does not match this build.  active
-   holds 5 * lanes scratch entries.  When a lane leaves its window, the call returns after that group
+   has room for 5 * lanes scratch entries.  When a lane leaves its window, the call returns after that group
    so that the caller grows the window, and the other lanes resume on the next call. */
 int64_t LOCKSTEP(const real *W, int64_t num_symbols, int64_t d, int64_t r, int64_t num_lanes, real *hidden,
                  int8_t *cells, const int64_t *offsets, const int64_t *widths, const int64_t *heights,
@@ -386,7 +387,7 @@ int64_t LOCKSTEP(const real *W, int64_t num_symbols, int64_t d, int64_t r, int64
                     if (symbol[n] != symbol[n - 1]) end[buckets++] = n;
                 end[buckets++] = count;
             } else {
-                /* counting sort into next: bucket s ends at next[end[s]] */
+                /* Counting sort into next, after which bucket s ends at next[end[s]]. */
                 for (int64_t s = 0; s <= num_symbols; s++) end[s] = 0;
                 for (int64_t n = 0; n < count; n++) end[symbol[n] + 1]++;
                 for (int64_t s = 0; s < num_symbols; s++) end[s + 1] += end[s];
@@ -397,29 +398,29 @@ int64_t LOCKSTEP(const real *W, int64_t num_symbols, int64_t d, int64_t r, int64
         } else {
             end[0] = count;
         }
-        int64_t kept = 0;
+        int64_t continuing = 0;
         int growth = 0;
         int dense = 0;
         int64_t start = 0;
         for (int64_t s = 0; s < buckets && !growth; s++) {
             while (start < end[s] && !growth) {
-                /* kept never overtakes start, so the kept lanes overwrite only lanes already stepped */
+                /* continuing never overtakes start, so the continuing lanes overwrite only stepped ones.
+                   Each group size is a literal, so each call compiles with its accumulators in registers. */
                 int64_t left = end[s] - start;
-                int group = 1;
-                if (left >= 8)
+                int group;
+                if (left >= 8) {
                     group = 8;
-                else if (left >= 4)
+                    growth = step_group(&lanes, order + start, 8, order, &continuing, &total, &dense);
+                } else if (left >= 4) {
                     group = 4;
-                else if (left >= 2)
+                    growth = step_group(&lanes, order + start, 4, order, &continuing, &total, &dense);
+                } else if (left >= 2) {
                     group = 2;
-                if (group == 8)
-                    growth = step_group(&lanes, order + start, 8, order, &kept, &total, &dense);
-                else if (group == 4)
-                    growth = step_group(&lanes, order + start, 4, order, &kept, &total, &dense);
-                else if (group == 2)
-                    growth = step_group(&lanes, order + start, 2, order, &kept, &total, &dense);
-                else
-                    growth = step_group(&lanes, order + start, 1, order, &kept, &total, &dense);
+                    growth = step_group(&lanes, order + start, 2, order, &continuing, &total, &dense);
+                } else {
+                    group = 1;
+                    growth = step_group(&lanes, order + start, 1, order, &continuing, &total, &dense);
+                }
                 start += group;
             }
         }
@@ -428,7 +429,7 @@ int64_t LOCKSTEP(const real *W, int64_t num_symbols, int64_t d, int64_t r, int64
             next = current;
             current = order;
         }
-        count = kept;
+        count = continuing;
         sort = dense;
     }
     return total;

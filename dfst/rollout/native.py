@@ -32,13 +32,13 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("lockstep.c")
 # -ffp-contract=off fuses nothing but the kernel's explicit fma calls, as the numba kernel does;
-# -fno-tree-loop-distribute-patterns keeps short copy loops inline instead of calling memcpy;
+# -fno-tree-loop-distribute-patterns keeps short copy loops inline instead of calling memcpy.
 # -funroll-loops unrolls the short argmax and mask loops (1 to 6% faster on mult2 and mult10 shapes).
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-tree-loop-distribute-patterns", "-funroll-loops",
          "-fPIC", "-shared", "-std=c11")
-# Largest number of 64-byte vectors per row of W that lockstep.c handles: its nonzero masks hold 256 values.
+# Largest number of 64-byte vectors per row of W that lockstep.c handles, because its nonzero masks have 256 bits.
 MAX_VECTORS = 16
-# Largest alphabet that lockstep.c handles (MAX_SYMBOLS there): cells are int8.
+# Largest alphabet that lockstep.c handles (MAX_SYMBOLS there), because cells are int8.
 MAX_SYMBOLS = 128
 _POINTER = ctypes.c_void_p
 _INT = ctypes.c_int64
@@ -64,7 +64,7 @@ def _cpu_flags() -> str:
 
 
 def _build(compiler: str, dtype: str, vectors: int) -> Path:
-    """Compile lockstep.c for one element type and vector count, unless the cache has it; return its path."""
+    """Compile lockstep.c for one element type and vector count unless the cache has it, and return its path."""
     flags = (*FLAGS, f"-DLOCKSTEP_FLOAT64={int(dtype == 'float64')}", f"-DLOCKSTEP_VECTORS={vectors}")
     identity = SOURCE.read_bytes() + " ".join(flags).encode() + _compiler_version(compiler).encode()
     key = hashlib.sha256(identity + _cpu_flags().encode()).hexdigest()[:16]
@@ -97,7 +97,8 @@ class NativeKernels:
                 library = ctypes.CDLL(str(_build(self.compiler, dtype, vectors)))
             except (OSError, subprocess.SubprocessError) as error:
                 detail = getattr(error, "stderr", "") or error
-                logger.warning("native rollout kernel for %s, %d vectors per row failed to build (%s); using numba",
+                logger.warning("native rollout kernel for %s, %d vectors per row failed to build (%s); using the "
+                               "slower numba kernel (set CC to a working C compiler to use the native one)",
                                dtype, vectors, detail)
                 self._functions[key] = None
             else:
@@ -147,5 +148,8 @@ def run_lanes(W, num_symbols, hidden, cells, offsets, widths, heights, rows, col
         steps.ctypes.data, targets.ctypes.data, status.ctypes.data, active.ctypes.data,
     )
     if total < 0:
-        raise ValueError(f"the native kernel rejected padded score width {W.shape[2]} or {num_symbols} symbols")
+        raise ValueError(
+            f"the native kernel rejected padded score width {W.shape[2]} (a multiple of {width} up to "
+            f"{MAX_VECTORS * width}) or {num_symbols} symbols (at most {MAX_SYMBOLS})"
+        )
     return total

@@ -87,9 +87,9 @@ def teacher_forced_states(weights: DFSTWeights, traces: list[Trace]):
 def leader_clusters(points: np.ndarray, radius: float, max_leaders: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Assign each point to the nearest leader within ``radius``, else make it a new leader.
 
-    Returns (labels (S,), leaders (L, d)).  With ``max_leaders`` ≥ 0 the scan
-    stops once there are more leaders than that, since each point is compared
-    with every leader: the labels of the points not reached are then -1.
+    Returns (labels (S,), leaders (L, d)).  Each point is compared with every
+    leader, so with ``max_leaders`` ≥ 0 the scan stops once there are more
+    leaders than that.  The labels of the points not reached are then -1.
     """
     count, d = points.shape
     leaders = np.empty_like(points)
@@ -163,8 +163,8 @@ class _Partition:
 
     def class_outputs(self, parent: np.ndarray) -> dict[int, dict[int, tuple[int, int]]]:
         """Return, for each class root of a folded ``parent``, its (write, move) output per seen symbol."""
-        outputs: dict[int, dict[int, tuple[int, int]]] = {root: {} for root in {self.find(parent, c) for c in
-                                                                             range(len(parent))}}
+        roots = {self.find(parent, cluster) for cluster in range(len(parent))}
+        outputs: dict[int, dict[int, tuple[int, int]]] = {root: {} for root in roots}
         for (cluster, symbol), values in self.outputs.items():
             outputs[self.find(parent, cluster)][symbol] = next(iter(values))
         return outputs

@@ -24,7 +24,7 @@ def loss_and_gradients(A, B, C, h0, observed, written, motions, lengths):
     """Return (loss, dA, dB, dC, dh0) for a padded batch of traces.
 
     Every inner loop runs over the output index, so LLVM vectorises it
-    without reordering a sum: each output still adds its terms one at a time
+    without reordering a sum.  Each output still adds its terms one at a time
     in increasing order of the summed index, as a plain dot product would.
     """
     k, d, _ = A.shape
