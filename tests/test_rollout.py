@@ -19,6 +19,7 @@ from dfst.rollout import (
     default_step_budget,
     engine,
     finish,
+    kernel,
     native,
     run_rollout,
     start_rollout,
@@ -107,6 +108,60 @@ def test_lockstep_groups_match_numba(task, dtype, monkeypatch):
         assert (x.status, x.steps, x.row, x.col) == (y.status, y.steps, y.row, y.col)
         assert np.array_equal(x.hidden, y.hidden)
         assert np.array_equal(x.cells, y.cells)
+
+
+def block_test_weights(kind: str, task: str, dtype: str) -> DFSTWeights:
+    """Return dense weights whose lanes stay in lane-major blocks, leave them, tie scores or overflow."""
+    oracle = oracle_weights(get_expert(task))
+    weights = perturbed(oracle, 1e-3, seed=13)
+    if kind == "zeros":
+        # observing symbol 0 applies the exact oracle A[0], whose rows without a one give zero coordinates
+        A = weights.A.copy()
+        A[0] = oracle.A[0]
+        return DFSTWeights(A, weights.B, weights.C, weights.h0)
+    if kind == "ties":
+        # symbols 0 and 1 score the same, and so do motions 0 and 1, so each choice between them is a tie
+        # that the first index wins, as numpy.argmax
+        B, C = weights.B.copy(), weights.C.copy()
+        B[:, 1], C[:, 1] = B[:, 0], C[:, 0]
+        return DFSTWeights(weights.A, B, C, weights.h0)
+    if kind == "overflow":
+        # h grows by the factor per step, so the scores overflow after about 38 steps, before the rollouts halt
+        growth = {"float32": 10, "float64": 1e8}[dtype]
+        return DFSTWeights(weights.A * growth, weights.B, weights.C, weights.h0)
+    return weights
+
+
+# 16 lanes on one problem observe one symbol in most rounds, so their weights are broadcast.  The other
+# lanes differ, so rounds also mix symbols (permuted weights).  Lanes enter blocks as others finish.
+@pytest.mark.parametrize("kind", ["dense", "zeros", "ties", "overflow"])
+@pytest.mark.parametrize(("task", "dtype"), [("add2", "float32"), ("mult2", "float32"), ("add10", "float32"),
+                                             ("add2", "float64")])
+def test_lane_major_blocks_match_numba(task, dtype, kind, monkeypatch):
+    kernels = native.native_kernels()
+    if kernels is None:
+        pytest.skip("no C compiler: only the numba kernel exists here")
+    prepared = engine._prepare(oracle_weights(get_expert(task)), task, dtype)
+    vectors = prepared.W.shape[2] // kernel.VECTOR_WIDTH[dtype]
+    if not kernels.has_blocks(dtype, vectors):
+        pytest.skip("this CPU has no AVX-512 with DQ, so the native kernel has no lane-major blocks")
+    weights = block_test_weights(kind, task, dtype)
+    pairs = [problems(task)[4]] * 16 + problems(task)
+    states = [start_rollout(weights, task, a, b, dtype=dtype) for a, b in pairs]
+    states[-1] = advance(weights, states[-1], 5)
+    before = kernels.block_steps()
+    native_states = [advance_many(weights, states, chunk) for chunk in (7, 3000)]
+    assert kernels.block_steps() > before
+    monkeypatch.setattr(native, "native_kernels", lambda: None)
+    numba_states = [advance_many(weights, states, chunk) for chunk in (7, 3000)]
+    for native_run, numba_run in zip(native_states, numba_states, strict=True):
+        for x, y in zip(native_run, numba_run, strict=True):
+            assert (x.status, x.steps, x.row, x.col) == (y.status, y.steps, y.row, y.col)
+            assert x.hidden.tobytes() == y.hidden.tobytes()
+            assert np.array_equal(x.cells, y.cells)
+    outcomes = {state.status for state in native_states[1]}
+    if kind == "overflow":
+        assert "non_finite" in outcomes
 
 
 def fused_rounding_weights(dtype: str) -> tuple[DFSTWeights, float]:

@@ -25,7 +25,7 @@ from dfst.grid import Grid, grow_to_contain, problem_grid, read_answer
 from dfst.rollout import kernel
 from dfst.rollout.automaton import AutomatonTable, automaton_table
 from dfst.rollout.budget import expert_step_counts
-from dfst.rollout.native import run_lanes
+from dfst.rollout.native import lane_major_table, run_lanes
 from dfst.rollout.state import DTYPES, RolloutInputError, RolloutResult, RolloutState
 from dfst.weights import DFSTWeights, WeightsError
 
@@ -100,6 +100,7 @@ class _PreparedWeights:
         self.W = np.zeros((k, d, padded), dtype=dtype)
         self.W[:, :, :scores] = stacked.transpose(0, 2, 1)
         self.h0 = np.ascontiguousarray(weights.h0, dtype=dtype)
+        self.lane_table = lane_major_table(self.W)
         # None unless the weights are in automaton form; then rollouts run on the exact table
         self.automaton: AutomatonTable | None = automaton_table(weights)
 
@@ -236,7 +237,7 @@ def _run_kernel(prepared: _PreparedWeights, lanes: list[RolloutState], targets: 
     table_states = table.states_of(hidden) if table is not None else None
     if table_states is None:
         run_lanes(prepared.W, prepared.weights.num_symbols, hidden, cells, offsets, widths, heights, rows, cols,
-                  steps, targets, status)
+                  steps, targets, status, prepared.lane_table)
     else:
         steps_before = steps.copy()
         kernel.expert_lockstep(table.packed, prepared.weights.num_symbols, cells, offsets, widths, heights, rows,

@@ -22,6 +22,10 @@
  * load per multiply-add would leave the core waiting on loads.  Each score of
  * a lane is the same sequence of roundings whatever its group, so grouping
  * never changes results.
+ *
+ * On AVX-512 cores, lanes with dense hidden states first run in lane-major
+ * blocks (run_blocks below) when the estimate in blocks_pay favours them.
+ * They compute each score by the same roundings, so results are the same.
  */
 #include <stdint.h>
 #if defined(__AVX512F__)
@@ -38,6 +42,12 @@
 #define NEEDS_GROWTH 3
 #define STAY 4
 #define VECTORS LOCKSTEP_VECTORS
+/* Lane-major blocks (below) need AVX-512 with its DQ extension. */
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#define BLOCKS 1
+#else
+#define BLOCKS 0
+#endif
 /* Largest group of lanes stepped together.  A group keeps GROUP * chunk accumulators, chunk vectors per lane. */
 #define GROUP 8
 /* Accumulators a group keeps in the 32 vector registers, leaving room for the rows and h[k]. */
@@ -46,6 +56,8 @@
 #define MAX_WORDS 4
 /* Largest alphabet, because cells are int8 and never negative. */
 #define MAX_SYMBOLS 128
+/* Largest number of vectors in a row of W, as native.py allows. */
+#define MAX_VECTORS_PER_ROW 16
 
 #if LOCKSTEP_FLOAT64
 typedef double real;
@@ -60,6 +72,10 @@ typedef float vec __attribute__((vector_size(64)));
 #endif
 /* The same vector at the alignment of one element, because rows of W need not start on a 64-byte boundary. */
 typedef real row_vec __attribute__((vector_size(64), aligned(sizeof(real))));
+
+/* Whether this build has lane-major blocks, and the steps they took since the library was loaded. */
+const int64_t lockstep_has_blocks = BLOCKS;
+int64_t lockstep_block_steps = 0;
 
 static const int64_t ROW_DELTA[5] = {-1, 1, 0, 0, 0};
 static const int64_t COL_DELTA[5] = {0, 0, -1, 1, 0};
@@ -336,6 +352,10 @@ static inline __attribute__((always_inline)) int step_group(
     return growth;
 }
 
+#if BLOCKS
+#include "lockstep_blocks.h"
+#endif
+
 /* Run every lane with status RUNNING until it halts, turns non-finite, reaches targets[lane] steps or
    leaves its window.  Return the steps taken, or -1 when R or K does not match this build.  active
    has room for 5 * lanes scratch entries.  When a lane leaves its window, the call returns after that group
@@ -343,7 +363,7 @@ static inline __attribute__((always_inline)) int step_group(
 int64_t LOCKSTEP(const real *W, int64_t num_symbols, int64_t d, int64_t r, int64_t num_lanes, real *hidden,
                  int8_t *cells, const int64_t *offsets, const int64_t *widths, const int64_t *heights,
                  int64_t *rows, int64_t *cols, int64_t *steps, const int64_t *targets, int64_t *status,
-                 int64_t *active) {
+                 int64_t *active, const real *Wt) {
     if (r != VECTORS * WIDTH || num_symbols < 1 || num_symbols > MAX_SYMBOLS) return -1;
     int64_t *position = active + 2 * num_lanes;
     int64_t *symbol = active + 3 * num_lanes;
@@ -366,6 +386,24 @@ int64_t LOCKSTEP(const real *W, int64_t num_symbols, int64_t d, int64_t r, int64
     for (int64_t lane = 0; lane < num_lanes; lane++)
         if (status[lane] == RUNNING && steps[lane] < targets[lane]) current[count++] = lane;
     int64_t total = 0;
+#if !BLOCKS
+    (void)Wt;
+#else
+    /* Dense lanes go to lane-major blocks first, when enough of them fill one. */
+    if (Wt != 0 && num_symbols <= WIDTH) {
+        int64_t queued = 0;
+        for (int64_t n = 0; n < count; n++)
+            if (dense[current[n]]) next[queued++] = current[n];
+        if (blocks_pay(d, num_symbols, queued < WIDTH ? queued : WIDTH)) {
+            if (run_blocks(&lanes, Wt, next, queued, &total)) return total;
+            int64_t still_running = 0;
+            for (int64_t n = 0; n < count; n++)
+                if (status[current[n]] == RUNNING && steps[current[n]] < targets[current[n]])
+                    current[still_running++] = current[n];
+            count = still_running;
+        }
+    }
+#endif
     /* Sorting pays only for dense states, whose groups share loads of W[x], so it runs in the first
        round and after rounds that had a dense group.  Unsorted, all lanes form one bucket. */
     int sort = 1;

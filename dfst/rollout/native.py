@@ -31,6 +31,8 @@ from dfst.rollout import kernel
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("lockstep.c")
+# the lane-major blocks, which lockstep.c includes
+HEADER = Path(__file__).with_name("lockstep_blocks.h")
 # -ffp-contract=off fuses nothing but the kernel's explicit fma calls, as the numba kernel does;
 # -fno-tree-loop-distribute-patterns keeps short copy loops inline instead of calling memcpy.
 # -funroll-loops unrolls the short argmax and mask loops (1 to 6% faster on mult2 and mult10 shapes).
@@ -42,7 +44,7 @@ MAX_VECTORS = 16
 MAX_SYMBOLS = 128
 _POINTER = ctypes.c_void_p
 _INT = ctypes.c_int64
-_ARGUMENTS = [_POINTER, _INT, _INT, _INT, _INT] + [_POINTER] * 11
+_ARGUMENTS = [_POINTER, _INT, _INT, _INT, _INT] + [_POINTER] * 12
 
 
 def cache_dir() -> Path:
@@ -66,7 +68,8 @@ def _cpu_flags() -> str:
 def _build(compiler: str, dtype: str, vectors: int) -> Path:
     """Compile lockstep.c for one element type and vector count unless the cache has it, and return its path."""
     flags = (*FLAGS, f"-DLOCKSTEP_FLOAT64={int(dtype == 'float64')}", f"-DLOCKSTEP_VECTORS={vectors}")
-    identity = SOURCE.read_bytes() + " ".join(flags).encode() + _compiler_version(compiler).encode()
+    identity = SOURCE.read_bytes() + HEADER.read_bytes() + " ".join(flags).encode()
+    identity += _compiler_version(compiler).encode()
     key = hashlib.sha256(identity + _cpu_flags().encode()).hexdigest()[:16]
     target = cache_dir() / f"lockstep-{dtype}-{vectors}-{key}.so"
     if target.exists():
@@ -88,6 +91,7 @@ class NativeKernels:
     def __init__(self, compiler: str):
         self.compiler = compiler
         self._functions: dict[tuple[str, int], ctypes._CFuncPtr | None] = {}
+        self._libraries: dict[tuple[str, int], ctypes.CDLL] = {}
 
     def get(self, dtype: str, vectors: int) -> ctypes._CFuncPtr | None:
         """Return the kernel for ``dtype`` and ``vectors`` per row, or None when it fails to build."""
@@ -102,11 +106,23 @@ class NativeKernels:
                                dtype, vectors, detail)
                 self._functions[key] = None
             else:
+                self._libraries[key] = library
                 function = getattr(library, f"lockstep_{dtype}")
                 function.restype = _INT
                 function.argtypes = _ARGUMENTS
                 self._functions[key] = function
         return self._functions[key]
+
+    def has_blocks(self, dtype: str, vectors: int) -> bool:
+        """Return whether the kernel for ``dtype`` and ``vectors`` was built with lane-major blocks (AVX-512)."""
+        if self.get(dtype, vectors) is None:
+            return False
+        return bool(ctypes.c_int64.in_dll(self._libraries[(dtype, vectors)], "lockstep_has_blocks").value)
+
+    def block_steps(self) -> int:
+        """Return the steps that the loaded kernels took in lane-major blocks, in this process."""
+        return sum(ctypes.c_int64.in_dll(library, "lockstep_block_steps").value
+                   for library in self._libraries.values())
 
 
 @functools.cache
@@ -126,8 +142,27 @@ def kernel_name() -> str:
     return "native" if native_kernels() is not None else "numba"
 
 
-def run_lanes(W, num_symbols, hidden, cells, offsets, widths, heights, rows, cols, steps, targets, status) -> int:
-    """Run :func:`dfst.rollout.kernel.lockstep` or its C twin; arguments and effects are the same."""
+def lane_major_table(W: np.ndarray) -> np.ndarray | None:
+    """Return W (K, d, R) as the C kernel's lane-major table (d, R, vector width), or None when K is too large.
+
+    Element x of entry (k, o) is W[x, k, o], so one permutation by the lanes' observed symbols gives each
+    lane its weight.  The kernel's lane-major blocks need one, and K at most the vector width.
+    """
+    num_symbols, d, r = W.shape
+    width = kernel.VECTOR_WIDTH[W.dtype.name]
+    if num_symbols > width:
+        return None
+    table = np.zeros((d, r, width), dtype=W.dtype)
+    table[:, :, :num_symbols] = W.transpose(1, 2, 0)
+    return table
+
+
+def run_lanes(W, num_symbols, hidden, cells, offsets, widths, heights, rows, cols, steps, targets, status,
+              table=None) -> int:
+    """Run :func:`dfst.rollout.kernel.lockstep` or its C twin; arguments and effects are the same.
+
+    ``table``, from :func:`lane_major_table`, lets the C kernel step dense lanes in lane-major blocks.
+    """
     kernels = native_kernels()
     width = kernel.VECTOR_WIDTH[W.dtype.name]
     vectors, remainder = divmod(W.shape[2], width)
@@ -137,6 +172,10 @@ def run_lanes(W, num_symbols, hidden, cells, offsets, widths, heights, rows, col
     if function is None:
         return kernel.lockstep(W, num_symbols, hidden, cells, offsets, widths, heights, rows, cols, steps, targets,
                                status)
+    if table is not None:
+        assert table.flags.c_contiguous
+        assert table.dtype == W.dtype
+        assert table.shape == (*W.shape[1:], width)
     for array in (W, hidden, cells, offsets, widths, heights, rows, cols, steps, targets, status):
         assert array.flags.c_contiguous
     # the kernel's scratch: two lane lists, then each lane's cell index, observed symbol and density flag
@@ -146,6 +185,7 @@ def run_lanes(W, num_symbols, hidden, cells, offsets, widths, heights, rows, col
         W.ctypes.data, num_symbols, d, W.shape[2], num_lanes, hidden.ctypes.data, cells.ctypes.data,
         offsets.ctypes.data, widths.ctypes.data, heights.ctypes.data, rows.ctypes.data, cols.ctypes.data,
         steps.ctypes.data, targets.ctypes.data, status.ctypes.data, active.ctypes.data,
+        None if table is None else table.ctypes.data,
     )
     if total < 0:
         raise ValueError(

@@ -1,0 +1,274 @@
+/*
+ * Lane-major blocks of lockstep.c, which includes this file after its own
+ * definitions (vec, fused, splat, lanes_t and the status codes) when BLOCKS is 1.
+ *
+ * Blocks are for lanes with dense hidden states.  A block holds up to WIDTH lanes, one per
+ * element of a vector: row k of its hidden buffer holds h[k] of every lane, and row o of its output
+ * buffer holds score o of every lane.  One multiply-add then serves WIDTH lanes, and no row of W is
+ * padded, where the row-major path in lockstep.c pads d + K + 5 scores to whole vectors (mult2's 34 scores
+ * to 48).  When every lane of the block observes one symbol x, each weight W[x][k][o] is one broadcast
+ * load.  Otherwise one permutation picks each lane's weight from the vector of W[0..K-1][k][o] in the
+ * lane-major table Wt (d, R, WIDTH), so the block needs K <= WIDTH.  Each score of a lane is the same
+ * sequence of fused multiply-adds as in step_group, so both paths give the same bits.
+ */
+/* Accumulators of one pass over k, leaving registers for h[k] and the weights. */
+#define SHARED_PASS 28
+#define PERMUTED_PASS 24
+/* Return 1 when a block of this many lanes is estimated to step faster than the row-major path.  Costs
+   are in multiply-add slots, two per cycle.  A row-major step of one lane takes VECTORS * d multiply-adds
+   and about 100 slots of choosing, writing and moving.  A block round with mixed symbols takes
+   2 * (d + K + 5) * d slots of permutations and multiply-adds, and about 30 per slot for the rest.  The
+   overheads are estimates from timing an AVX-512 Xeon, where mult2 (d = 25) runs faster in blocks and
+   mult10 (d = 93, K = 12) slower. */
+static inline int blocks_pay(int64_t d, int64_t num_symbols, int64_t lanes) {
+    return lanes * (VECTORS * d + 100) > 2 * (d + num_symbols + 5) * d + 30 * WIDTH;
+}
+#if LOCKSTEP_FLOAT64
+typedef int64_t slot_int;
+typedef __mmask8 slot_mask;
+#define PERMUTE(index, table) ((vec)_mm512_permutexvar_pd((index), (__m512d)(table)))
+#define INDEX_SPLAT(i) _mm512_set1_epi64(i)
+#define INDEX_MOVE(source, mask, value) _mm512_mask_mov_epi64((source), (mask), (value))
+#define MASK_MOVE(source, mask, value) ((vec)_mm512_mask_mov_pd((__m512d)(source), (mask), (__m512d)(value)))
+#define COMPARE(a, b, predicate) _mm512_cmp_pd_mask((__m512d)(a), (__m512d)(b), (predicate))
+#define NOT_FINITE(v) _mm512_fpclass_pd_mask((__m512d)(v), 0x99)
+#define INDEX_DIFFERS(mask, a, b) _mm512_mask_cmpneq_epi64_mask((mask), (a), (b))
+#else
+typedef int32_t slot_int;
+typedef __mmask16 slot_mask;
+#define PERMUTE(index, table) ((vec)_mm512_permutexvar_ps((index), (__m512)(table)))
+#define INDEX_SPLAT(i) _mm512_set1_epi32(i)
+#define INDEX_MOVE(source, mask, value) _mm512_mask_mov_epi32((source), (mask), (value))
+#define MASK_MOVE(source, mask, value) ((vec)_mm512_mask_mov_ps((__m512)(source), (mask), (__m512)(value)))
+#define COMPARE(a, b, predicate) _mm512_cmp_ps_mask((__m512)(a), (__m512)(b), (predicate))
+#define NOT_FINITE(v) _mm512_fpclass_ps_mask((__m512)(v), 0x99)
+#define INDEX_DIFFERS(mask, a, b) _mm512_mask_cmpneq_epi32_mask((mask), (a), (b))
+#endif
+
+/* Scores first .. first+count-1 of the block: out row j gets score first + j.  weights points at
+   W[x][0][first] (shared, stride r per k) or at Wt[0][first] (permuted by symbols, stride r * WIDTH). */
+static inline __attribute__((always_inline)) void block_pass(
+        const real *weights, int64_t stride, const real *h, real *out, int64_t d, __m512i symbols,
+        const int shared, const int count) {
+    vec acc[SHARED_PASS];
+#pragma GCC unroll 32
+    for (int j = 0; j < count; j++) acc[j] = (vec){0};
+    for (int64_t k = 0; k < d; k++) {
+        vec hk = *(const vec *)(h + k * WIDTH);
+        const real *w = weights + k * stride;
+        if (shared) {
+#pragma GCC unroll 32
+            for (int j = 0; j < count; j++) acc[j] = fused(splat(w + j), hk, acc[j]);
+        } else {
+#pragma GCC unroll 32
+            for (int j = 0; j < count; j++)
+                acc[j] = fused(PERMUTE(symbols, *(const row_vec *)(w + j * WIDTH)), hk, acc[j]);
+        }
+    }
+#pragma GCC unroll 32
+    for (int j = 0; j < count; j++) *(vec *)(out + j * WIDTH) = acc[j];
+}
+
+/* block_pass with count as a literal, so that its accumulators stay in registers. */
+#define PASS_CASE(n) case n: block_pass(weights, stride, h, out, d, symbols, shared, n); break;
+#define PASS_CASES_1_24 PASS_CASE(1) PASS_CASE(2) PASS_CASE(3) PASS_CASE(4) PASS_CASE(5) PASS_CASE(6) \
+    PASS_CASE(7) PASS_CASE(8) PASS_CASE(9) PASS_CASE(10) PASS_CASE(11) PASS_CASE(12) PASS_CASE(13) \
+    PASS_CASE(14) PASS_CASE(15) PASS_CASE(16) PASS_CASE(17) PASS_CASE(18) PASS_CASE(19) PASS_CASE(20) \
+    PASS_CASE(21) PASS_CASE(22) PASS_CASE(23) PASS_CASE(24)
+
+static void shared_pass(const real *weights, int64_t stride, const real *h, real *out, int64_t d, __m512i symbols,
+                        int count) {
+    const int shared = 1;
+    switch (count) {
+        PASS_CASES_1_24 PASS_CASE(25) PASS_CASE(26) PASS_CASE(27) PASS_CASE(28)
+    }
+}
+
+static void permuted_pass(const real *weights, int64_t stride, const real *h, real *out, int64_t d,
+                          __m512i symbols, int count) {
+    const int shared = 0;
+    switch (count) {
+        PASS_CASES_1_24
+    }
+}
+
+/* Where each lane of a block is, one slot per vector element.  Its lane's arrays hold stale values until
+   the lane leaves the block. */
+typedef struct {
+    int64_t lane[WIDTH] __attribute__((aligned(64)));
+    int64_t position[WIDTH] __attribute__((aligned(64)));
+    int64_t row[WIDTH] __attribute__((aligned(64)));
+    int64_t col[WIDTH] __attribute__((aligned(64)));
+    int64_t width[WIDTH] __attribute__((aligned(64)));
+    int64_t height[WIDTH] __attribute__((aligned(64)));
+    int64_t steps[WIDTH] __attribute__((aligned(64)));
+    int64_t target[WIDTH] __attribute__((aligned(64)));
+    slot_int symbol[WIDTH] __attribute__((aligned(64)));
+    slot_int written[WIDTH] __attribute__((aligned(64)));
+    slot_int motion[WIDTH] __attribute__((aligned(64)));
+} block_t;
+
+/* Motion indexes of slots 8c .. 8c+7 as 64-bit integers. */
+static inline __m512i motion_of(const block_t *block, int c) {
+#if LOCKSTEP_FLOAT64
+    return _mm512_load_si512(block->motion + 8 * c);
+#else
+    return _mm512_cvtepi32_epi64(_mm256_load_si256((const __m256i *)(block->motion + 8 * c)));
+#endif
+}
+
+/* Take lane into slot s: its h goes to column s of the hidden rows h. */
+static inline void block_enter(const lanes_t *lanes, block_t *block, real *h, int s, int64_t lane) {
+    block->lane[s] = lane;
+    block->position[s] = lanes->position[lane];
+    block->row[s] = lanes->rows[lane];
+    block->col[s] = lanes->cols[lane];
+    block->width[s] = lanes->widths[lane];
+    block->height[s] = lanes->heights[lane];
+    block->steps[s] = lanes->steps[lane];
+    block->target[s] = lanes->targets[lane];
+    for (int64_t k = 0; k < lanes->d; k++) h[k * WIDTH + s] = lanes->hidden[lane * lanes->d + k];
+}
+
+/* Return slot s's lane to its arrays, with column s of the hidden rows h as its h; clear the column. */
+static inline void block_leave(const lanes_t *lanes, const block_t *block, real *h, int s) {
+    const int64_t lane = block->lane[s];
+    lanes->position[lane] = block->position[s];
+    lanes->rows[lane] = block->row[s];
+    lanes->cols[lane] = block->col[s];
+    lanes->steps[lane] = block->steps[s];
+    for (int64_t k = 0; k < lanes->d; k++) {
+        lanes->hidden[lane * lanes->d + k] = h[k * WIDTH + s];
+        h[k * WIDTH + s] = 0;
+    }
+}
+
+/* Step the queued lanes (RUNNING, dense, below their targets) in blocks until every lane has left one
+   or too few are left to fill one.  A lane leaves when it stops or when its new h has a zero
+   coordinate, since the row-major path skips those terms.  A lane whose scores are not finite leaves
+   before its step, and the row-major path takes that step with its checks.  Return 1 if a lane left
+   its window. */
+static __attribute__((noinline)) int run_blocks(const lanes_t *lanes, const real *Wt, const int64_t *queue,
+                                                int64_t queued, int64_t *total) {
+    const int64_t d = lanes->d, r = lanes->r, num_symbols = lanes->num_symbols;
+    const int64_t scores = d + num_symbols + 5;
+    real buffers[2][MAX_VECTORS_PER_ROW * WIDTH * WIDTH] __attribute__((aligned(64)));
+    real *h = buffers[0], *out = buffers[1];
+    for (int64_t i = 0; i < d * WIDTH; i++) h[i] = 0;
+    block_t block;
+    for (int s = 0; s < WIDTH; s++) {
+        block.symbol[s] = 0;
+        block.position[s] = block.row[s] = block.col[s] = block.steps[s] = 0;
+        block.width[s] = block.height[s] = block.target[s] = 1;
+    }
+    const __m512i row_delta = _mm512_setr_epi64(-1, 1, 0, 0, 0, 0, 0, 0);
+    const __m512i col_delta = _mm512_setr_epi64(0, 0, -1, 1, 0, 0, 0, 0);
+    const slot_mask full = (slot_mask)((1u << WIDTH) - 1);
+    slot_mask occupied = 0;
+    int64_t next = 0;
+    int growth = 0;
+    while (!growth) {
+        while (next < queued && occupied != full) {
+            int s = __builtin_ctz((unsigned)(slot_mask)~occupied);
+            block_enter(lanes, &block, h, s, queue[next++]);
+            occupied |= (slot_mask)(1u << s);
+        }
+        if (occupied == 0 || (next >= queued && !blocks_pay(d, num_symbols, __builtin_popcount(occupied)))) break;
+        for (slot_mask left = occupied; left; left &= left - 1) {
+            const int s = __builtin_ctz(left);
+            block.symbol[s] = lanes->cells[block.position[s]];
+        }
+        const __m512i symbols = _mm512_load_si512(block.symbol);
+        const slot_int first = block.symbol[__builtin_ctz(occupied)];
+        const int shared = INDEX_DIFFERS(occupied, symbols, INDEX_SPLAT(first)) == 0;
+        const int64_t limit = shared ? SHARED_PASS : PERMUTED_PASS;
+        const int64_t passes = (scores + limit - 1) / limit;
+        for (int64_t p = 0; p < passes; p++) {
+            int64_t start = p * scores / passes, count = (p + 1) * scores / passes - start;
+            if (shared)
+                shared_pass(lanes->W + first * d * r + start, r, h, out + start * WIDTH, d, symbols, (int)count);
+            else
+                permuted_pass(Wt + start * WIDTH, r * WIDTH, h, out + start * WIDTH, d, symbols, (int)count);
+        }
+        const vec zero = (vec){0};
+        slot_mask not_finite = 0;
+        for (int64_t o = 0; o < scores; o++) not_finite |= NOT_FINITE(*(const vec *)(out + o * WIDTH));
+        slot_mask has_zero = 0;
+        for (int64_t o = 0; o < d; o++) has_zero |= COMPARE(*(const vec *)(out + o * WIDTH), zero, _CMP_EQ_OQ);
+        /* argmax with the first maximum winning ties, as argmax_finite */
+        for (int part = 0; part < 2; part++) {
+            const real *row = out + (part == 0 ? d : d + num_symbols) * WIDTH;
+            const int64_t count = part == 0 ? num_symbols : 5;
+            vec best = *(const vec *)row;
+            __m512i index = INDEX_SPLAT(0);
+            for (int64_t i = 1; i < count; i++) {
+                vec value = *(const vec *)(row + i * WIDTH);
+                slot_mask greater = COMPARE(value, best, _CMP_GT_OQ);
+                best = MASK_MOVE(best, greater, value);
+                index = INDEX_MOVE(index, greater, INDEX_SPLAT(i));
+            }
+            _mm512_store_si512(part == 0 ? block.written : block.motion, index);
+        }
+        /* Lanes with finite scores take their step: write, move, count. */
+        const slot_mask stepped = occupied & (slot_mask)~not_finite;
+        for (slot_mask left = stepped; left; left &= left - 1) {
+            const int s = __builtin_ctz(left);
+            lanes->cells[block.position[s]] = (int8_t)block.written[s];
+        }
+        *total += __builtin_popcount(stepped);
+        __atomic_fetch_add(&lockstep_block_steps, __builtin_popcount(stepped), __ATOMIC_RELAXED);
+        slot_mask leaving = not_finite | (has_zero & stepped);
+        for (int c = 0; c < WIDTH / 8; c++) {
+            const __mmask8 m = (__mmask8)(stepped >> (8 * c));
+            const __m512i motion = motion_of(&block, c);
+            __m512i row = _mm512_load_si512(block.row + 8 * c), col = _mm512_load_si512(block.col + 8 * c);
+            __m512i position = _mm512_load_si512(block.position + 8 * c);
+            const __m512i width = _mm512_load_si512(block.width + 8 * c);
+            const __m512i height = _mm512_load_si512(block.height + 8 * c);
+            __m512i steps = _mm512_load_si512(block.steps + 8 * c);
+            const __m512i dc = _mm512_permutexvar_epi64(motion, col_delta);
+            row = _mm512_mask_add_epi64(row, m, row, _mm512_permutexvar_epi64(motion, row_delta));
+            col = _mm512_mask_add_epi64(col, m, col, dc);
+            position = _mm512_mask_add_epi64(position, m, position, dc);
+            position = _mm512_mask_sub_epi64(position, _mm512_mask_cmpeq_epi64_mask(m, motion, _mm512_set1_epi64(0)),
+                                             position, width);
+            position = _mm512_mask_add_epi64(position, _mm512_mask_cmpeq_epi64_mask(m, motion, _mm512_set1_epi64(1)),
+                                             position, width);
+            steps = _mm512_mask_add_epi64(steps, m, steps, _mm512_set1_epi64(1));
+            /* halted, outside the window (unsigned compares catch -1), or at the target */
+            __mmask8 stop = _mm512_mask_cmpeq_epi64_mask(m, motion, _mm512_set1_epi64(STAY))
+                | _mm512_mask_cmpge_epu64_mask(m, row, height) | _mm512_mask_cmpge_epu64_mask(m, col, width)
+                | _mm512_mask_cmpge_epi64_mask(m, steps, _mm512_load_si512(block.target + 8 * c));
+            leaving |= (slot_mask)((slot_mask)stop << (8 * c));
+            _mm512_store_si512(block.row + 8 * c, row);
+            _mm512_store_si512(block.col + 8 * c, col);
+            _mm512_store_si512(block.position + 8 * c, position);
+            _mm512_store_si512(block.steps + 8 * c, steps);
+        }
+        for (slot_mask left = leaving & occupied; left; left &= left - 1) {
+            const int s = __builtin_ctz(left);
+            const slot_mask bit = (slot_mask)(1u << s);
+            if (not_finite & bit) {
+                block_leave(lanes, &block, h, s);
+                for (int64_t k = 0; k < d; k++) out[k * WIDTH + s] = 0;
+            } else {
+                const int64_t lane = block.lane[s];
+                if (block.motion[s] == STAY) {
+                    lanes->status[lane] = HALTED;
+                } else if ((uint64_t)block.row[s] >= (uint64_t)block.height[s]
+                           || (uint64_t)block.col[s] >= (uint64_t)block.width[s]) {
+                    lanes->status[lane] = NEEDS_GROWTH;
+                    growth = 1;
+                }
+                lanes->dense[lane] = !(has_zero & bit);
+                block_leave(lanes, &block, out, s);
+            }
+            occupied &= (slot_mask)~bit;
+        }
+        real *swap = h;
+        h = out;
+        out = swap;
+    }
+    for (slot_mask left = occupied; left; left &= left - 1) block_leave(lanes, &block, h, __builtin_ctz(left));
+    return growth;
+}
