@@ -8,7 +8,7 @@
  * padded, where the row-major path in lockstep.c pads d + K + 5 scores to whole vectors (mult2's 34 scores
  * to 48).  When every lane of the block observes one symbol x, each weight W[x][k][o] is one broadcast
  * load.  Otherwise one permutation picks each lane's weight from the vector of W[0..K-1][k][o] in the
- * lane-major table Wt (d, R, WIDTH), so the block needs K <= WIDTH.  Each score of a lane is the same
+ * lane-major table Wt (d, R, K), so the block needs K <= WIDTH.  Each score of a lane is the same
  * sequence of fused multiply-adds as in step_group, so both paths give the same bits.
  */
 /* Accumulators of one pass over k, leaving registers for h[k] and the weights. */
@@ -46,9 +46,10 @@ typedef __mmask16 slot_mask;
 #endif
 
 /* Scores first .. first+count-1 of the block: out row j gets score first + j.  weights points at
-   W[x][0][first] (shared, stride r per k) or at Wt[0][first] (permuted by symbols, stride r * WIDTH). */
+   W[x][0][first] (shared, stride r per k) or at Wt[0][first] (permuted by symbols, stride r * K per k and
+   K per score).  A permuted pass loads WIDTH values from each entry of K, which Wt's padding allows. */
 static inline __attribute__((always_inline)) void block_pass(
-        const real *weights, int64_t stride, const real *h, real *out, int64_t d, __m512i symbols,
+        const real *weights, int64_t stride, int64_t entry, const real *h, real *out, int64_t d, __m512i symbols,
         const int shared, const int count) {
     vec acc[SHARED_PASS];
 #pragma GCC unroll 32
@@ -62,7 +63,7 @@ static inline __attribute__((always_inline)) void block_pass(
         } else {
 #pragma GCC unroll 32
             for (int j = 0; j < count; j++)
-                acc[j] = fused(PERMUTE(symbols, *(const row_vec *)(w + j * WIDTH)), hk, acc[j]);
+                acc[j] = fused(PERMUTE(symbols, *(const row_vec *)(w + j * entry)), hk, acc[j]);
         }
     }
 #pragma GCC unroll 32
@@ -70,7 +71,7 @@ static inline __attribute__((always_inline)) void block_pass(
 }
 
 /* block_pass with count as a literal, so that its accumulators stay in registers. */
-#define PASS_CASE(n) case n: block_pass(weights, stride, h, out, d, symbols, shared, n); break;
+#define PASS_CASE(n) case n: block_pass(weights, stride, entry, h, out, d, symbols, shared, n); break;
 #define PASS_CASES_1_24 PASS_CASE(1) PASS_CASE(2) PASS_CASE(3) PASS_CASE(4) PASS_CASE(5) PASS_CASE(6) \
     PASS_CASE(7) PASS_CASE(8) PASS_CASE(9) PASS_CASE(10) PASS_CASE(11) PASS_CASE(12) PASS_CASE(13) \
     PASS_CASE(14) PASS_CASE(15) PASS_CASE(16) PASS_CASE(17) PASS_CASE(18) PASS_CASE(19) PASS_CASE(20) \
@@ -79,12 +80,13 @@ static inline __attribute__((always_inline)) void block_pass(
 static void shared_pass(const real *weights, int64_t stride, const real *h, real *out, int64_t d, __m512i symbols,
                         int count) {
     const int shared = 1;
+    const int64_t entry = 1;
     switch (count) {
         PASS_CASES_1_24 PASS_CASE(25) PASS_CASE(26) PASS_CASE(27) PASS_CASE(28)
     }
 }
 
-static void permuted_pass(const real *weights, int64_t stride, const real *h, real *out, int64_t d,
+static void permuted_pass(const real *weights, int64_t stride, int64_t entry, const real *h, real *out, int64_t d,
                           __m512i symbols, int count) {
     const int shared = 0;
     switch (count) {
@@ -188,7 +190,8 @@ static __attribute__((noinline)) int run_blocks(const lanes_t *lanes, const real
             if (shared)
                 shared_pass(lanes->W + first * d * r + start, r, h, out + start * WIDTH, d, symbols, (int)count);
             else
-                permuted_pass(Wt + start * WIDTH, r * WIDTH, h, out + start * WIDTH, d, symbols, (int)count);
+                permuted_pass(Wt + start * num_symbols, r * num_symbols, num_symbols, h, out + start * WIDTH, d, symbols,
+                              (int)count);
         }
         const vec zero = (vec){0};
         slot_mask not_finite = 0;

@@ -143,17 +143,19 @@ def kernel_name() -> str:
 
 
 def lane_major_table(W: np.ndarray) -> np.ndarray | None:
-    """Return W (K, d, R) as the C kernel's lane-major table (d, R, vector width), or None when K is too large.
+    """Return W (K, d, R) as the C kernel's lane-major table, or None when K exceeds the vector width.
 
-    Element x of entry (k, o) is W[x, k, o], so one permutation by the lanes' observed symbols gives each
-    lane its weight.  The kernel's lane-major blocks need one, and K at most the vector width.
+    The table is W transposed to (d, R, K), flattened, then one vector of zeros: entry (k, o) holds
+    W[x, k, o] for every symbol x, and the kernel loads a whole vector from each entry, so that one
+    permutation by the lanes' observed symbols gives each lane its weight.  K values per entry keep
+    mult2's table (13.6 KB) in the L1 cache, where one vector per entry (77 KB) did not fit.
     """
     num_symbols, d, r = W.shape
     width = kernel.VECTOR_WIDTH[W.dtype.name]
     if num_symbols > width:
         return None
-    table = np.zeros((d, r, width), dtype=W.dtype)
-    table[:, :, :num_symbols] = W.transpose(1, 2, 0)
+    table = np.zeros(d * r * num_symbols + width, dtype=W.dtype)
+    table[: d * r * num_symbols] = W.transpose(1, 2, 0).ravel()
     return table
 
 
@@ -175,7 +177,7 @@ def run_lanes(W, num_symbols, hidden, cells, offsets, widths, heights, rows, col
     if table is not None:
         assert table.flags.c_contiguous
         assert table.dtype == W.dtype
-        assert table.shape == (*W.shape[1:], width)
+        assert table.shape == (W.size + width,)
     for array in (W, hidden, cells, offsets, widths, heights, rows, cols, steps, targets, status):
         assert array.flags.c_contiguous
     # the kernel's scratch: two lane lists, then each lane's cell index, observed symbol and density flag
