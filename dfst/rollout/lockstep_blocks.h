@@ -70,8 +70,18 @@ static inline __attribute__((always_inline)) void block_pass(
     for (int j = 0; j < count; j++) *(vec *)(out + j * WIDTH) = acc[j];
 }
 
-/* block_pass with count as a literal, so that its accumulators stay in registers. */
-#define PASS_CASE(n) case n: block_pass(weights, stride, entry, h, out, d, symbols, shared, n); break;
+/* block_pass with count as a literal, so that its accumulators stay in registers.  A row of W has
+   between SCORES_MIN and SCORES_MAX scores in this build, so a pass has between COUNT_MIN and COUNT_MAX,
+   and only those counts are compiled. */
+#define SCORES_MIN (WIDTH * (VECTORS - 1) + 1)
+#define SCORES_MAX (WIDTH * VECTORS)
+#define COUNT_MIN(limit) (SCORES_MIN / ((SCORES_MAX + (limit) - 1) / (limit)))
+#define COUNT_MAX(limit) (SCORES_MAX < (limit) ? SCORES_MAX : (limit))
+#define PASS_CASE(n) \
+    case n: \
+        if ((n) >= COUNT_MIN(limit) && (n) <= COUNT_MAX(limit)) \
+            block_pass(weights, stride, entry, h, out, d, symbols, shared, n); \
+        break;
 #define PASS_CASES_1_24 PASS_CASE(1) PASS_CASE(2) PASS_CASE(3) PASS_CASE(4) PASS_CASE(5) PASS_CASE(6) \
     PASS_CASE(7) PASS_CASE(8) PASS_CASE(9) PASS_CASE(10) PASS_CASE(11) PASS_CASE(12) PASS_CASE(13) \
     PASS_CASE(14) PASS_CASE(15) PASS_CASE(16) PASS_CASE(17) PASS_CASE(18) PASS_CASE(19) PASS_CASE(20) \
@@ -79,7 +89,7 @@ static inline __attribute__((always_inline)) void block_pass(
 
 static void shared_pass(const real *weights, int64_t stride, const real *h, real *out, int64_t d, __m512i symbols,
                         int count) {
-    const int shared = 1;
+    const int shared = 1, limit = SHARED_PASS;
     const int64_t entry = 1;
     switch (count) {
         PASS_CASES_1_24 PASS_CASE(25) PASS_CASE(26) PASS_CASE(27) PASS_CASE(28)
@@ -88,7 +98,7 @@ static void shared_pass(const real *weights, int64_t stride, const real *h, real
 
 static void permuted_pass(const real *weights, int64_t stride, int64_t entry, const real *h, real *out, int64_t d,
                           __m512i symbols, int count) {
-    const int shared = 0;
+    const int shared = 0, limit = PERMUTED_PASS;
     switch (count) {
         PASS_CASES_1_24
     }

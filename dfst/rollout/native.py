@@ -148,7 +148,7 @@ def lane_major_table(W: np.ndarray) -> np.ndarray | None:
     The table is W transposed to (d, R, K), flattened, then one vector of zeros: entry (k, o) holds
     W[x, k, o] for every symbol x, and the kernel loads a whole vector from each entry, so that one
     permutation by the lanes' observed symbols gives each lane its weight.  K values per entry keep
-    mult2's table (13.6 KB) in the L1 cache, where one vector per entry (77 KB) did not fit.
+    mult2's table (19 KB) in a 32 KB L1 cache, where one vector per entry (77 KB) did not fit.
     """
     num_symbols, d, r = W.shape
     width = kernel.VECTOR_WIDTH[W.dtype.name]
