@@ -164,6 +164,32 @@ def test_lane_major_blocks_match_numba(task, dtype, kind, monkeypatch):
         assert "non_finite" in outcomes
 
 
+# run_lanes accepts rows of W padded past whole vectors, as the numba kernel does; the engine never pads so
+# far, and the C kernel then keeps those lanes out of lane-major blocks
+@pytest.mark.parametrize("padded", [32, 48, 128])
+def test_run_lanes_extra_padding_matches_numba(padded):
+    if native.native_kernels() is None:
+        pytest.skip("no C compiler: only the numba kernel exists here")
+    num_symbols, d, lanes = 4, 11, 16
+    scores = d + num_symbols + 5
+    rng = np.random.default_rng(0)
+    W = np.zeros((num_symbols, d, padded), dtype=np.float32)
+    W[:, :, :scores] = rng.standard_normal((num_symbols, d, scores))
+    hidden = rng.standard_normal((lanes, d)).astype(np.float32)
+    arrays = [hidden, np.zeros(lanes * 100, dtype=np.int8), np.arange(lanes, dtype=np.int64) * 100,
+              np.full(lanes, 10, np.int64), np.full(lanes, 10, np.int64), np.full(lanes, 5, np.int64),
+              np.full(lanes, 5, np.int64), np.zeros(lanes, np.int64), np.full(lanes, 3, np.int64),
+              np.zeros(lanes, np.int64)]
+    native_arrays = [a.copy() for a in arrays]
+    numba_arrays = [a.copy() for a in arrays]
+
+    native.run_lanes(W, num_symbols, *native_arrays, table=native.lane_major_table(W))
+    kernel.lockstep(W, num_symbols, *numba_arrays)
+
+    for x, y in zip(native_arrays, numba_arrays, strict=True):
+        assert x.tobytes() == y.tobytes()
+
+
 def fused_rounding_weights(dtype: str) -> tuple[DFSTWeights, float]:
     """Return add2-shaped weights whose first h[0] is 2^-p when computed by fused multiply-adds, 0 otherwise.
 

@@ -359,7 +359,7 @@ static inline __attribute__((always_inline)) int step_group(
 /* Run every lane with status RUNNING until it halts, turns non-finite, reaches targets[lane] steps or
    leaves its window.  Return the steps taken, or -1 when R or K does not match this build.  active
    has room for 5 * lanes scratch entries.  When a lane leaves its window, the call returns after that group
-   so that the caller grows the window, and the other lanes resume on the next call. */
+   or block round so that the caller grows the window, and the other lanes resume on the next call. */
 int64_t LOCKSTEP(const real *W, int64_t num_symbols, int64_t d, int64_t r, int64_t num_lanes, real *hidden,
                  int8_t *cells, const int64_t *offsets, const int64_t *widths, const int64_t *heights,
                  int64_t *rows, int64_t *cols, int64_t *steps, const int64_t *targets, int64_t *status,
@@ -389,7 +389,7 @@ int64_t LOCKSTEP(const real *W, int64_t num_symbols, int64_t d, int64_t r, int64
 #if !BLOCKS
     (void)Wt;
 #else
-    /* Dense lanes go to lane-major blocks first, when enough of them fill one. */
+    /* Dense lanes go to lane-major blocks first, when blocks_pay favours them. */
     if (Wt != 0 && num_symbols <= WIDTH) {
         int64_t queued = 0;
         for (int64_t n = 0; n < count; n++)

@@ -11,17 +11,24 @@
  * lane-major table Wt (d, R, K), so the block needs K <= WIDTH.  Each score of a lane is the same
  * sequence of fused multiply-adds as in step_group, so both paths give the same bits.
  */
+/* Score counts d + K + 5 that this build's rows of VECTORS vectors hold without a whole padding vector. */
+#define SCORES_MIN (WIDTH * (VECTORS - 1) + 1)
+#define SCORES_MAX (WIDTH * VECTORS)
 /* Accumulators of one pass over k, leaving registers for h[k] and the weights. */
 #define SHARED_PASS 28
 #define PERMUTED_PASS 24
 /* Return 1 when a block of this many lanes is estimated to step faster than the row-major path.  Costs
    are in multiply-add slots, two per cycle.  A row-major step of one lane takes VECTORS * d multiply-adds
    and about 100 slots of choosing, writing and moving.  A block round with mixed symbols takes
-   2 * (d + K + 5) * d slots of permutations and multiply-adds, and about 30 per slot for the rest.  The
-   overheads are estimates from timing an AVX-512 Xeon, where mult2 (d = 25) runs faster in blocks and
-   mult10 (d = 93, K = 12) slower. */
+   2 * (d + K + 5) * d slots of permutations and multiply-adds, and about 30 per lane of the block for
+   the rest.  The overheads are estimates: 100 fits the row-major mult2 step timed on an Intel Xeon, and
+   on an AMD EPYC blocks run mult2 (d = 25) faster and mult10 (d = 93, K = 12) slower, as estimated.
+   Blocks also need d + K + 5 in SCORES_MIN .. SCORES_MAX, the score counts whose passes this build
+   compiles (below); rows of W padded past whole vectors, which the engine never builds, run row-major. */
 static inline int blocks_pay(int64_t d, int64_t num_symbols, int64_t lanes) {
-    return lanes * (VECTORS * d + 100) > 2 * (d + num_symbols + 5) * d + 30 * WIDTH;
+    const int64_t scores = d + num_symbols + 5;
+    if (scores < SCORES_MIN || scores > SCORES_MAX) return 0;
+    return lanes * (VECTORS * d + 100) > 2 * scores * d + 30 * WIDTH;
 }
 #if LOCKSTEP_FLOAT64
 typedef int64_t slot_int;
@@ -70,11 +77,9 @@ static inline __attribute__((always_inline)) void block_pass(
     for (int j = 0; j < count; j++) *(vec *)(out + j * WIDTH) = acc[j];
 }
 
-/* block_pass with count as a literal, so that its accumulators stay in registers.  A row of W has
-   between SCORES_MIN and SCORES_MAX scores in this build, so a pass has between COUNT_MIN and COUNT_MAX,
-   and only those counts are compiled. */
-#define SCORES_MIN (WIDTH * (VECTORS - 1) + 1)
-#define SCORES_MAX (WIDTH * VECTORS)
+/* block_pass with count as a literal, so that its accumulators stay in registers.  Blocks run only
+   with SCORES_MIN to SCORES_MAX scores (blocks_pay checks), so a pass has between COUNT_MIN and COUNT_MAX
+   scores, and only those counts are compiled. */
 #define COUNT_MIN(limit) (SCORES_MIN / ((SCORES_MAX + (limit) - 1) / (limit)))
 #define COUNT_MAX(limit) (SCORES_MAX < (limit) ? SCORES_MAX : (limit))
 #define PASS_CASE(n) \
@@ -156,7 +161,7 @@ static inline void block_leave(const lanes_t *lanes, const block_t *block, real 
 }
 
 /* Step the queued lanes (RUNNING, dense, below their targets) in blocks until every lane has left one
-   or too few are left to fill one.  A lane leaves when it stops or when its new h has a zero
+   or blocks_pay no longer favours the lanes left.  A lane leaves when it stops or when its new h has a zero
    coordinate, since the row-major path skips those terms.  A lane whose scores are not finite leaves
    before its step, and the row-major path takes that step with its checks.  Return 1 if a lane left
    its window. */
