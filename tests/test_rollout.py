@@ -164,8 +164,8 @@ def test_lane_major_blocks_match_numba(task, dtype, kind, monkeypatch):
         assert "non_finite" in outcomes
 
 
-# run_lanes accepts rows of W padded past whole vectors, as the numba kernel does; the engine never pads so
-# far, and the C kernel then keeps those lanes out of lane-major blocks
+# run_lanes accepts rows of W padded past whole vectors, as the numba kernel does.  The engine never pads
+# so far.  The C kernel keeps such lanes out of lane-major blocks, whose passes assume minimal padding.
 @pytest.mark.parametrize("padded", [32, 48, 128])
 def test_run_lanes_extra_padding_matches_numba(padded):
     if native.native_kernels() is None:
