@@ -8,7 +8,7 @@
  * padded, where the row-major path in lockstep.c pads d + K + 5 scores to whole vectors (mult2's 34 scores
  * to 48).  When every lane of the block observes one symbol x, each weight W[x][k][o] is one broadcast
  * load.  Otherwise one permutation picks each lane's weight from the vector of W[0..K-1][k][o] in the
- * lane-major table Wt (d, R, K), so the block needs K <= WIDTH.  Each score of a lane is the same
+ * lane-major table Wt (d, d + K + 5, K), so the block needs K <= WIDTH.  Each score of a lane is the same
  * sequence of fused multiply-adds as in step_group, so both paths give the same bits.
  */
 /* Score counts d + K + 5 that this build's rows of VECTORS vectors hold without a whole padding vector. */
@@ -53,8 +53,8 @@ typedef __mmask16 slot_mask;
 #endif
 
 /* Scores first .. first+count-1 of the block: out row j gets score first + j.  weights points at
-   W[x][0][first] (shared, stride r per k) or at Wt[0][first] (permuted by symbols, stride r * K per k and
-   K per score).  A permuted pass loads WIDTH values from each entry of K, which Wt's padding allows. */
+   W[x][0][first] (shared, stride r per k) or at Wt[0][first] (permuted by symbols, stride (d + K + 5) * K
+   per k and K per score).  A permuted pass loads WIDTH values from each entry of K, which Wt's padding allows. */
 static inline __attribute__((always_inline)) void block_pass(
         const real *weights, int64_t stride, int64_t entry, const real *h, real *out, int64_t d, __m512i symbols,
         const int shared, const int count) {
@@ -205,7 +205,7 @@ static __attribute__((noinline)) int run_blocks(const lanes_t *lanes, const real
             if (shared)
                 shared_pass(lanes->W + first * d * r + start, r, h, out + start * WIDTH, d, symbols, (int)count);
             else
-                permuted_pass(Wt + start * num_symbols, r * num_symbols, num_symbols, h, out + start * WIDTH, d, symbols,
+                permuted_pass(Wt + start * num_symbols, scores * num_symbols, num_symbols, h, out + start * WIDTH, d, symbols,
                               (int)count);
         }
         const vec zero = (vec){0};

@@ -145,17 +145,19 @@ def kernel_name() -> str:
 def lane_major_table(W: np.ndarray) -> np.ndarray | None:
     """Return W (K, d, R) as the C kernel's lane-major table, or None when K exceeds the vector width.
 
-    The table is W transposed to (d, R, K), flattened, then one vector of zeros: entry (k, o) holds
+    The table is W's first d + K + 5 scores transposed to (d, d + K + 5, K), flattened, then one vector
+    of zeros: entry (k, o) holds
     W[x, k, o] for every symbol x, and the kernel loads a whole vector from each entry, so that one
     permutation by the lanes' observed symbols gives each lane its weight.  K values per entry keep
-    mult2's table (19 KB) in a 32 KB L1 cache, where one vector per entry (77 KB) did not fit.
+    mult2's table (14 KB) in a 32 KB L1 cache, which one vector per entry (54 KB) would overflow.
     """
-    num_symbols, d, r = W.shape
+    num_symbols, d, _ = W.shape
     width = kernel.VECTOR_WIDTH[W.dtype.name]
     if num_symbols > width:
         return None
-    table = np.zeros(d * r * num_symbols + width, dtype=W.dtype)
-    table[: d * r * num_symbols] = W.transpose(1, 2, 0).ravel()
+    scores = d + num_symbols + 5
+    table = np.zeros(d * scores * num_symbols + width, dtype=W.dtype)
+    table[: d * scores * num_symbols] = W[:, :, :scores].transpose(1, 2, 0).ravel()
     return table
 
 
@@ -177,7 +179,7 @@ def run_lanes(W, num_symbols, hidden, cells, offsets, widths, heights, rows, col
     if table is not None:
         assert table.flags.c_contiguous
         assert table.dtype == W.dtype
-        assert table.shape == (W.size + width,)
+        assert table.shape == (W.shape[1] * (W.shape[1] + num_symbols + 5) * num_symbols + width,)
     for array in (W, hidden, cells, offsets, widths, heights, rows, cols, steps, targets, status):
         assert array.flags.c_contiguous
     # the kernel's scratch: two lane lists, then each lane's cell index, observed symbol and density flag
