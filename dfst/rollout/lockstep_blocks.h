@@ -2,29 +2,30 @@
  * Lane-major blocks of lockstep.c, which includes this file after its own
  * definitions (vec, fused, splat, lanes_t and the status codes) when BLOCKS is 1.
  *
- * Blocks are for lanes with dense hidden states.  A block holds up to WIDTH lanes, one per
- * element of a vector: row k of its hidden buffer holds h[k] of every lane, and row o of its output
- * buffer holds score o of every lane.  One multiply-add then serves WIDTH lanes, and no row of W is
- * padded, where the row-major path in lockstep.c pads d + K + 5 scores to whole vectors (mult2's 34 scores
- * to 48).  When every lane of the block observes one symbol x, each weight W[x][k][o] is one broadcast
- * load.  Otherwise one permutation picks each lane's weight from the vector of W[0..K-1][k][o] in the
- * lane-major table Wt (d, d + K + 5, K), so the block needs K <= WIDTH.  Each score of a lane is the same
- * sequence of fused multiply-adds as in step_group, so both paths give the same bits.
+ * A block steps up to WIDTH lanes with dense hidden states, one lane per
+ * vector element.  Row k of its hidden buffer contains h[k] of every lane, and
+ * row o of its output buffer contains score o of every lane.  One multiply-add
+ * then serves WIDTH lanes, and nothing is padded, where the row-major path pads
+ * d + K + 5 scores to whole vectors (mult2's 34 to 48).  When every lane
+ * observes one symbol x, each weight W[x][k][o] is one broadcast load.
+ * Otherwise one permutation picks each lane's weight from the K weights
+ * W[0..K-1][k][o] in the lane-major table Wt (d, d + K + 5, K), so blocks need
+ * K <= WIDTH.  Each score is the same sequence of fused multiply-adds as in
+ * step_group, so both paths give the same bits.
  */
-/* Score counts d + K + 5 that this build's rows of VECTORS vectors hold without a whole padding vector. */
+/* Score counts d + K + 5 that rows of VECTORS vectors contain without a whole padding vector. */
 #define SCORES_MIN (WIDTH * (VECTORS - 1) + 1)
 #define SCORES_MAX (WIDTH * VECTORS)
 /* Accumulators of one pass over k, leaving registers for h[k] and the weights. */
 #define SHARED_PASS 28
 #define PERMUTED_PASS 24
-/* Return 1 when a block of this many lanes is estimated to step faster than the row-major path.  Costs
-   are in multiply-add slots, two per cycle.  A row-major step of one lane takes VECTORS * d multiply-adds
-   and about 100 slots of choosing, writing and moving.  A block round with mixed symbols takes
-   2 * (d + K + 5) * d slots of permutations and multiply-adds, and about 30 per lane of the block for
-   the rest.  The overheads are estimates: 100 fits the row-major mult2 step timed on an Intel Xeon, and
-   on an AMD EPYC blocks run mult2 (d = 25) faster and mult10 (d = 93, K = 12) slower, as estimated.
-   Blocks also need d + K + 5 in SCORES_MIN .. SCORES_MAX, the score counts whose passes this build
-   compiles (below); rows of W padded past whole vectors, which the engine never builds, run row-major. */
+/* Return 1 when a block of this many lanes is estimated to step faster than the row-major path, in
+   multiply-add slots (two per cycle).  One row-major lane step costs VECTORS * d multiply-adds plus about
+   100 slots of other work.  One block round with mixed symbols costs 2 * (d + K + 5) * d slots of
+   permutations and multiply-adds plus about 30 per block slot.  The overheads are estimates: 100 fits the
+   row-major mult2 step on an Intel Xeon, and on an AMD EPYC the estimate agrees with timing (blocks faster
+   for mult2, slower for mult10).  Rows of W padded past whole vectors (never built by the engine) fall
+   outside SCORES_MIN .. SCORES_MAX, whose passes alone are compiled, so they run row-major. */
 static inline int blocks_pay(int64_t d, int64_t num_symbols, int64_t lanes) {
     const int64_t scores = d + num_symbols + 5;
     if (scores < SCORES_MIN || scores > SCORES_MAX) return 0;
@@ -109,8 +110,8 @@ static void permuted_pass(const real *weights, int64_t stride, int64_t entry, co
     }
 }
 
-/* Where each lane of a block is, one slot per vector element.  Its lane's arrays hold stale values until
-   the lane leaves the block. */
+/* Position, window and step count of each lane in a block, one slot per vector element.  The lane's own
+   arrays contain stale values until the lane leaves the block. */
 typedef struct {
     int64_t lane[WIDTH] __attribute__((aligned(64)));
     int64_t position[WIDTH] __attribute__((aligned(64)));
@@ -134,6 +135,60 @@ static inline __m512i motion_of(const block_t *block, int c) {
 #endif
 }
 
+/* Return, for each slot, the index of the largest of count score rows; the first maximum wins ties, as in
+   argmax_finite.  The rows must be finite. */
+static inline __m512i block_argmax(const real *rows, int64_t count) {
+    vec best = *(const vec *)rows;
+    __m512i index = INDEX_SPLAT(0);
+    for (int64_t i = 1; i < count; i++) {
+        const vec value = *(const vec *)(rows + i * WIDTH);
+        const slot_mask greater = COMPARE(value, best, _CMP_GT_OQ);
+        best = MASK_MOVE(best, greater, value);
+        index = INDEX_MOVE(index, greater, INDEX_SPLAT(i));
+    }
+    return index;
+}
+
+/* Move the stepped slots by their motions and count their steps.  Return the slots that halted, left their
+   window (the unsigned compares catch -1) or reached their target. */
+static inline slot_mask block_move(block_t *block, slot_mask stepped) {
+    /* the row and column changes of motions 0 to 4, zero past them */
+    const __m512i row_delta = _mm512_maskz_loadu_epi64(0x1F, ROW_DELTA);
+    const __m512i col_delta = _mm512_maskz_loadu_epi64(0x1F, COL_DELTA);
+    slot_mask stopped = 0;
+    for (int c = 0; c < WIDTH / 8; c++) {
+        const __mmask8 m = (__mmask8)(stepped >> (8 * c));
+        const __m512i motion = motion_of(block, c);
+        const __m512i width = _mm512_load_si512(block->width + 8 * c);
+        const __m512i height = _mm512_load_si512(block->height + 8 * c);
+        const __m512i dc = _mm512_permutexvar_epi64(motion, col_delta);
+        __m512i row = _mm512_load_si512(block->row + 8 * c);
+        __m512i col = _mm512_load_si512(block->col + 8 * c);
+        __m512i position = _mm512_load_si512(block->position + 8 * c);
+        __m512i steps = _mm512_load_si512(block->steps + 8 * c);
+
+        row = _mm512_mask_add_epi64(row, m, row, _mm512_permutexvar_epi64(motion, row_delta));
+        col = _mm512_mask_add_epi64(col, m, col, dc);
+        /* the cell index moves by dc, minus a row for motion 0 (up), plus a row for motion 1 (down) */
+        const __mmask8 up = _mm512_mask_cmpeq_epi64_mask(m, motion, _mm512_set1_epi64(0));
+        const __mmask8 down = _mm512_mask_cmpeq_epi64_mask(m, motion, _mm512_set1_epi64(1));
+        position = _mm512_mask_add_epi64(position, m, position, dc);
+        position = _mm512_mask_sub_epi64(position, up, position, width);
+        position = _mm512_mask_add_epi64(position, down, position, width);
+        steps = _mm512_mask_add_epi64(steps, m, steps, _mm512_set1_epi64(1));
+
+        const __mmask8 stop = _mm512_mask_cmpeq_epi64_mask(m, motion, _mm512_set1_epi64(STAY))
+            | _mm512_mask_cmpge_epu64_mask(m, row, height) | _mm512_mask_cmpge_epu64_mask(m, col, width)
+            | _mm512_mask_cmpge_epi64_mask(m, steps, _mm512_load_si512(block->target + 8 * c));
+        stopped |= (slot_mask)((slot_mask)stop << (8 * c));
+        _mm512_store_si512(block->row + 8 * c, row);
+        _mm512_store_si512(block->col + 8 * c, col);
+        _mm512_store_si512(block->position + 8 * c, position);
+        _mm512_store_si512(block->steps + 8 * c, steps);
+    }
+    return stopped;
+}
+
 /* Take lane into slot s: its h goes to column s of the hidden rows h. */
 static inline void block_enter(const lanes_t *lanes, block_t *block, real *h, int s, int64_t lane) {
     block->lane[s] = lane;
@@ -147,7 +202,8 @@ static inline void block_enter(const lanes_t *lanes, block_t *block, real *h, in
     for (int64_t k = 0; k < lanes->d; k++) h[k * WIDTH + s] = lanes->hidden[lane * lanes->d + k];
 }
 
-/* Return slot s's lane to its arrays, with column s of the hidden rows h as its h; clear the column. */
+/* Copy slot s back to its lane's arrays, with column s of the hidden rows h as the lane's h.  Then clear
+   that column, so that an empty slot computes zeros. */
 static inline void block_leave(const lanes_t *lanes, const block_t *block, real *h, int s) {
     const int64_t lane = block->lane[s];
     lanes->position[lane] = block->position[s];
@@ -160,11 +216,11 @@ static inline void block_leave(const lanes_t *lanes, const block_t *block, real 
     }
 }
 
-/* Step the queued lanes (RUNNING, dense, below their targets) in blocks until every lane has left one
-   or blocks_pay no longer favours the lanes left.  A lane leaves when it stops or when its new h has a zero
-   coordinate, since the row-major path skips those terms.  A lane whose scores are not finite leaves
-   before its step, and the row-major path takes that step with its checks.  Return 1 if a lane left
-   its window. */
+/* Step the queued lanes (RUNNING, dense, below their targets) in a block until all have left it or
+   blocks_pay no longer favours the lanes left.  A lane leaves when it stops or when its new h has a zero
+   coordinate, because only the row-major path skips zero terms.  A lane with a non-finite score leaves
+   before its step, which the row-major path then takes with its checks.  Return 1 if a lane left its
+   window. */
 static __attribute__((noinline)) int run_blocks(const lanes_t *lanes, const real *Wt, const int64_t *queue,
                                                 int64_t queued, int64_t *total) {
     const int64_t d = lanes->d, r = lanes->r, num_symbols = lanes->num_symbols;
@@ -178,8 +234,6 @@ static __attribute__((noinline)) int run_blocks(const lanes_t *lanes, const real
         block.position[s] = block.row[s] = block.col[s] = block.steps[s] = 0;
         block.width[s] = block.height[s] = block.target[s] = 1;
     }
-    const __m512i row_delta = _mm512_setr_epi64(-1, 1, 0, 0, 0, 0, 0, 0);
-    const __m512i col_delta = _mm512_setr_epi64(0, 0, -1, 1, 0, 0, 0, 0);
     const slot_mask full = (slot_mask)((1u << WIDTH) - 1);
     slot_mask occupied = 0;
     int64_t next = 0;
@@ -191,6 +245,8 @@ static __attribute__((noinline)) int run_blocks(const lanes_t *lanes, const real
             occupied |= (slot_mask)(1u << s);
         }
         if (occupied == 0 || (next >= queued && !blocks_pay(d, num_symbols, __builtin_popcount(occupied)))) break;
+
+        /* scores of every slot, with weights broadcast when all lanes observe one symbol */
         for (slot_mask left = occupied; left; left &= left - 1) {
             const int s = __builtin_ctz(left);
             block.symbol[s] = lanes->cells[block.position[s]];
@@ -202,31 +258,22 @@ static __attribute__((noinline)) int run_blocks(const lanes_t *lanes, const real
         const int64_t passes = (scores + limit - 1) / limit;
         for (int64_t p = 0; p < passes; p++) {
             int64_t start = p * scores / passes, count = (p + 1) * scores / passes - start;
+            real *rows = out + start * WIDTH;
             if (shared)
-                shared_pass(lanes->W + first * d * r + start, r, h, out + start * WIDTH, d, symbols, (int)count);
+                shared_pass(lanes->W + first * d * r + start, r, h, rows, d, symbols, (int)count);
             else
-                permuted_pass(Wt + start * num_symbols, scores * num_symbols, num_symbols, h, out + start * WIDTH, d, symbols,
+                permuted_pass(Wt + start * num_symbols, scores * num_symbols, num_symbols, h, rows, d, symbols,
                               (int)count);
         }
+
         const vec zero = (vec){0};
         slot_mask not_finite = 0;
         for (int64_t o = 0; o < scores; o++) not_finite |= NOT_FINITE(*(const vec *)(out + o * WIDTH));
         slot_mask has_zero = 0;
         for (int64_t o = 0; o < d; o++) has_zero |= COMPARE(*(const vec *)(out + o * WIDTH), zero, _CMP_EQ_OQ);
-        /* argmax with the first maximum winning ties, as argmax_finite */
-        for (int part = 0; part < 2; part++) {
-            const real *row = out + (part == 0 ? d : d + num_symbols) * WIDTH;
-            const int64_t count = part == 0 ? num_symbols : 5;
-            vec best = *(const vec *)row;
-            __m512i index = INDEX_SPLAT(0);
-            for (int64_t i = 1; i < count; i++) {
-                vec value = *(const vec *)(row + i * WIDTH);
-                slot_mask greater = COMPARE(value, best, _CMP_GT_OQ);
-                best = MASK_MOVE(best, greater, value);
-                index = INDEX_MOVE(index, greater, INDEX_SPLAT(i));
-            }
-            _mm512_store_si512(part == 0 ? block.written : block.motion, index);
-        }
+        _mm512_store_si512(block.written, block_argmax(out + d * WIDTH, num_symbols));
+        _mm512_store_si512(block.motion, block_argmax(out + (d + num_symbols) * WIDTH, 5));
+
         /* Lanes with finite scores take their step: write, move, count. */
         const slot_mask stepped = occupied & (slot_mask)~not_finite;
         for (slot_mask left = stepped; left; left &= left - 1) {
@@ -235,34 +282,9 @@ static __attribute__((noinline)) int run_blocks(const lanes_t *lanes, const real
         }
         *total += __builtin_popcount(stepped);
         __atomic_fetch_add(&lockstep_block_steps, __builtin_popcount(stepped), __ATOMIC_RELAXED);
-        slot_mask leaving = not_finite | (has_zero & stepped);
-        for (int c = 0; c < WIDTH / 8; c++) {
-            const __mmask8 m = (__mmask8)(stepped >> (8 * c));
-            const __m512i motion = motion_of(&block, c);
-            __m512i row = _mm512_load_si512(block.row + 8 * c), col = _mm512_load_si512(block.col + 8 * c);
-            __m512i position = _mm512_load_si512(block.position + 8 * c);
-            const __m512i width = _mm512_load_si512(block.width + 8 * c);
-            const __m512i height = _mm512_load_si512(block.height + 8 * c);
-            __m512i steps = _mm512_load_si512(block.steps + 8 * c);
-            const __m512i dc = _mm512_permutexvar_epi64(motion, col_delta);
-            row = _mm512_mask_add_epi64(row, m, row, _mm512_permutexvar_epi64(motion, row_delta));
-            col = _mm512_mask_add_epi64(col, m, col, dc);
-            position = _mm512_mask_add_epi64(position, m, position, dc);
-            position = _mm512_mask_sub_epi64(position, _mm512_mask_cmpeq_epi64_mask(m, motion, _mm512_set1_epi64(0)),
-                                             position, width);
-            position = _mm512_mask_add_epi64(position, _mm512_mask_cmpeq_epi64_mask(m, motion, _mm512_set1_epi64(1)),
-                                             position, width);
-            steps = _mm512_mask_add_epi64(steps, m, steps, _mm512_set1_epi64(1));
-            /* halted, outside the window (unsigned compares catch -1), or at the target */
-            __mmask8 stop = _mm512_mask_cmpeq_epi64_mask(m, motion, _mm512_set1_epi64(STAY))
-                | _mm512_mask_cmpge_epu64_mask(m, row, height) | _mm512_mask_cmpge_epu64_mask(m, col, width)
-                | _mm512_mask_cmpge_epi64_mask(m, steps, _mm512_load_si512(block.target + 8 * c));
-            leaving |= (slot_mask)((slot_mask)stop << (8 * c));
-            _mm512_store_si512(block.row + 8 * c, row);
-            _mm512_store_si512(block.col + 8 * c, col);
-            _mm512_store_si512(block.position + 8 * c, position);
-            _mm512_store_si512(block.steps + 8 * c, steps);
-        }
+        const slot_mask leaving = not_finite | (has_zero & stepped) | block_move(&block, stepped);
+
+        /* Leaving lanes take their h back: the old one if they did not step, else the new one. */
         for (slot_mask left = leaving & occupied; left; left &= left - 1) {
             const int s = __builtin_ctz(left);
             const slot_mask bit = (slot_mask)(1u << s);
@@ -283,10 +305,13 @@ static __attribute__((noinline)) int run_blocks(const lanes_t *lanes, const real
             }
             occupied &= (slot_mask)~bit;
         }
+
         real *swap = h;
         h = out;
         out = swap;
     }
-    for (slot_mask left = occupied; left; left &= left - 1) block_leave(lanes, &block, h, __builtin_ctz(left));
+    for (slot_mask left = occupied; left; left &= left - 1) {
+        block_leave(lanes, &block, h, __builtin_ctz(left));
+    }
     return growth;
 }

@@ -145,11 +145,11 @@ def kernel_name() -> str:
 def lane_major_table(W: np.ndarray) -> np.ndarray | None:
     """Return W (K, d, R) as the C kernel's lane-major table, or None when K exceeds the vector width.
 
-    The table is W's first d + K + 5 scores transposed to (d, d + K + 5, K), flattened, then one vector
-    of zeros: entry (k, o) holds
-    W[x, k, o] for every symbol x, and the kernel loads a whole vector from each entry, so that one
-    permutation by the lanes' observed symbols gives each lane its weight.  K values per entry keep
-    mult2's table (14 KB) in a 32 KB L1 cache, which one vector per entry (54 KB) would overflow.
+    The table is W's first d + K + 5 scores transposed to (d, d + K + 5, K) and flattened, followed by
+    one vector of zeros.  Entry (k, o) contains W[x, k, o] for every symbol x.  The kernel loads a whole
+    vector from each entry (the zeros keep the last load inside the array), and one permutation by the
+    lanes' observed symbols gives each lane its weight.  With K values per entry, mult2's table (14 KB)
+    fits a 32 KB L1 cache, which one vector per entry (54 KB) would overflow.
     """
     num_symbols, d, _ = W.shape
     width = kernel.VECTOR_WIDTH[W.dtype.name]
