@@ -53,9 +53,9 @@ typedef __mmask16 slot_mask;
 #define INDEX_DIFFERS(mask, a, b) _mm512_mask_cmpneq_epi32_mask((mask), (a), (b))
 #endif
 
-/* Scores first .. first+count-1 of the block: out row j gets score first + j.  weights points at
-   W[x][0][first] (shared, stride r per k) or at Wt[0][first] (permuted by symbols, stride (d + K + 5) * K
-   per k and K per score).  A permuted pass loads WIDTH values from each entry of K, which Wt's padding allows. */
+/* Compute scores first .. first+count-1 of every slot into out rows 0 .. count-1.  weights points at
+   W[x][0][first] (shared: stride r per k) or at Wt[0][first] (permuted by symbols: stride (d + K + 5) * K per
+   k, K per score).  A permuted load reads WIDTH values from an entry of K, and Wt's zero padding covers it. */
 static inline __attribute__((always_inline)) void block_pass(
         const real *weights, int64_t stride, int64_t entry, const real *h, real *out, int64_t d, __m512i symbols,
         const int shared, const int count) {
